@@ -1,0 +1,108 @@
+"""What the CLI commands do, kept out of the click wiring so `cove --help` starts fast."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from cove.cli.output import ServicePrinter, progress, write_stream
+from cove.home import cove_home
+from cove.image.build import Artifacts, build_artifacts
+from cove.plan import HostFacts, Plan, make_plan
+from cove.spec.load import load_spec
+from cove.spec.model import Accel, Spec
+from cove.spec.overrides import apply_overrides
+from cove.vmm.accel import decide_accel, host_tsc_khz
+from cove.vmm.qemu import BootFiles, Sockets, qemu_argv
+
+
+def host_facts(spec: Spec, accel: str | None) -> HostFacts:
+    requested = Accel(accel) if accel else spec.accel
+    return HostFacts(decide_accel(requested, cove_home() / "host"), host_tsc_khz())
+
+
+def build_command(spec_path: Path, as_json: bool) -> None:
+    spec = load_spec(spec_path)
+    started = time.monotonic()
+    artifacts = build_artifacts(spec)
+    elapsed = time.monotonic() - started
+    result = {
+        "name": spec.name,
+        "kernel": {"version": artifacts.kernel.version, "path": str(artifacts.kernel.vmlinux)},
+        "initramfs": str(artifacts.initramfs),
+        "root": {"path": str(artifacts.root.path), "size": artifacts.root.size,
+                 "packages": len(artifacts.root.packages)},
+        "seconds": round(elapsed, 3),
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"kernel     {artifacts.kernel.version}  {artifacts.kernel.vmlinux}")
+    click.echo(f"initramfs  {artifacts.initramfs}")
+    click.echo(f"root       {artifacts.root.path}  ({artifacts.root.size / 2**20:.1f} MiB, "
+               f"{len(artifacts.root.packages)} packages)")
+    click.echo(f"built in {elapsed:.2f} s")
+
+
+def plan_for(spec: Spec, accel: str | None, with_services: bool = True
+             ) -> tuple[Plan, Artifacts]:
+    artifacts = build_artifacts(spec)
+    return make_plan(spec, host_facts(spec, accel), artifacts.kernel, with_services), artifacts
+
+
+def plan_command(spec_path: Path, accel: str | None, as_json: bool) -> None:
+    spec = load_spec(spec_path)
+    plan, artifacts = plan_for(spec, accel)
+    vm_run = cove_home() / "vms" / spec.name / "run"
+    argv = qemu_argv(plan, BootFiles(artifacts.kernel.vmlinux, vm_run / "initrd",
+                                     artifacts.root.path),
+                     Sockets(vm_run / "qmp.sock", vm_run / "agent.sock",
+                             vm_run.parent / "console.log"))
+    if as_json:
+        click.echo(json.dumps({**plan.to_json(), "argv": argv}, indent=2))
+        return
+    click.echo(f"name        {plan.name}  ({plan.vcpu} vCPU, {plan.memory_mib} MiB)")
+    click.echo(f"accel       {plan.accel.accel}: {plan.accel.reason}")
+    click.echo(f"kernel      {plan.kernel_version}")
+    click.echo(f"modules     {' '.join(plan.modules) or '(all built in)'}")
+    click.echo(f"cmdline     {' '.join(plan.cmdline)}")
+    click.echo(f"root        {artifacts.root.path} (erofs, read-only, tmpfs overlay)")
+    click.echo(f"ports       {', '.join(map(str, plan.ports)) or '-'}")
+    click.echo(f"services    {', '.join(plan.agent_config['services']) or '-'}")
+    click.echo("argv")
+    click.echo(format_argv(argv))
+
+
+def format_argv(argv: list[str]) -> str:
+    """One `-flag value` pair per line, shell-quoted, for reading."""
+    lines, index = [f"  {shlex.quote(argv[0])}"], 1
+    while index < len(argv):
+        item = argv[index]
+        if index + 1 < len(argv) and not argv[index + 1].startswith("-"):
+            lines.append(f"    {item} {shlex.quote(argv[index + 1])}")
+            index += 2
+        else:
+            lines.append(f"    {item}")
+            index += 1
+    return " \\\n".join(lines)
+
+
+def run_command(spec_path: Path, command: list[str] | None, accel: str | None,
+                ports: tuple[str, ...], env: tuple[str, ...], name: str | None) -> int:
+    from cove.runtime.foreground import run_foreground
+
+    spec = apply_overrides(load_spec(spec_path), ports, env, name)
+    talkative = command is None or sys.stderr.isatty()
+    report = progress if talkative else (lambda _text: None)
+    report(f"building {spec.name}")
+    plan, artifacts = plan_for(spec, accel, with_services=command is None)
+    report(f"booting {spec.name} ({plan.accel.accel}: {plan.accel.reason})")
+    printer = ServicePrinter()
+    return asyncio.run(run_foreground(plan, artifacts, command, printer.frame, write_stream,
+                                      report))

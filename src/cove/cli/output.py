@@ -1,0 +1,64 @@
+"""Printing what a running VM says: service output with a prefix, events as sentences."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from typing import Any, TextIO
+
+
+def progress(text: str) -> None:
+    print(f"cove: {text}", file=sys.stderr, flush=True)
+
+
+def describe_event(event: dict[str, Any]) -> str | None:
+    kind, svc = event.get("kind"), event.get("svc")
+    match kind:
+        case "started":
+            return f"service {svc} started (pid {event.get('pid')})"
+        case "exited":
+            return f"service {svc} exited with code {event.get('code')}"
+        case "failed":
+            return (f"service {svc}: {event.get('phase')} failed with code {event.get('code')}"
+                    " (its output is above)")
+        case "restarting":
+            return (f"service {svc} restarts in {event.get('delay')} s "
+                    f"(restart #{event.get('restarts')})")
+        case "stopped":
+            return f"service {svc} stopped"
+        case "log-dropped":
+            return f"{event.get('frames')} log chunks were dropped while no host listened"
+        case _:
+            return None
+
+
+class ServicePrinter:
+    """Prefixes each line of service output with its service name, like compose."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+        self.partial: dict[tuple[str, int], str] = {}
+
+    def log(self, svc: str, fd: int, data: bytes) -> None:
+        text = self.partial.pop((svc, fd), "") + data.decode(errors="replace")
+        *lines, rest = text.split("\n")
+        for line in lines:
+            self.out.write(f"{svc} | {line}\n")
+        if rest:
+            self.partial[(svc, fd)] = rest
+        self.out.flush()
+
+    def frame(self, frame: dict[str, Any]) -> None:
+        if frame.get("t") == "log":
+            self.log(str(frame.get("svc")), int(frame.get("fd", 1)),
+                     base64.b64decode(frame.get("data", "")))
+        elif frame.get("t") == "event":
+            sentence = describe_event(frame)
+            if sentence:
+                progress(sentence)
+
+
+def write_stream(fd: int, data: bytes) -> None:
+    stream = sys.stderr if fd == 2 else sys.stdout
+    stream.buffer.write(data)
+    stream.flush()

@@ -1,0 +1,1 @@
+"""Code that runs inside the guest (standard library only, imports kept few)."""

@@ -1,0 +1,267 @@
+"""The guest agent: PID 1 after /init, supervises services and serves the host.
+
+Runs as `python3 -S -B /cove/agent.py` in the guest. Standard library only, and as few
+imports as possible: under TCG every import costs tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import os
+import signal
+import sys
+import time
+from collections import deque
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+if __package__:
+    from cove.guest import proto
+    from cove.guest.link import HostLink, find_port
+    from cove.guest.reactor import Child, Reactor
+    from cove.guest.services import Service
+else:  # inside the guest: plain modules next to this script
+    import proto  # type: ignore[import-not-found,no-redef]
+    from link import HostLink, find_port  # type: ignore[import-not-found,no-redef]
+    from reactor import Child, Reactor  # type: ignore[import-not-found,no-redef]
+    from services import Service  # type: ignore[import-not-found,no-redef]
+
+CONFIG = "/cove/config.json"
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "TERM": "linux",
+    "PYTHONUNBUFFERED": "1",  # service output should reach `cove logs` as it is printed
+}
+LOG_RING = 2000  # output chunks remembered per service for the `logs` request
+SHUTDOWN_GRACE = 1.0
+KEY_POWER = 116
+EV_KEY = 1
+
+
+def say(text: str) -> None:
+    sys.stderr.write(f"cove-agent: {text}\n")
+    sys.stderr.flush()
+
+
+def b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
+class Agent:
+    def __init__(self, config: dict[str, object]) -> None:
+        self.config = config
+        self.booted = time.monotonic()
+        self.reactor = Reactor()
+        self.link = HostLink(self.reactor, find_port(proto.PORT_NAME), self.handle,
+                             self.greet)
+        self.logs: dict[str, deque[tuple[float, int, str]]] = {}
+        self.channels: dict[int, Child] = {}
+        self.next_channel = 1
+        self.shutting_down = False
+        self.finished = False
+        env = {**BASE_ENV, **config.get("env", {})}  # type: ignore[dict-item]
+        services: dict[str, dict[str, object]] = config.get("services", {})  # type: ignore[assignment]
+        self.services = {
+            name: Service(self.reactor, name, spec,
+                          {**env, **spec.get("env", {})},  # type: ignore[dict-item]
+                          self.event, self.service_output)
+            for name, spec in services.items()
+        }
+        self.reactor.on_signal(signal.SIGTERM, self.shutdown)
+        self.reactor.on_signal(signal.SIGINT, self.shutdown)
+        self.watch_power_button()
+
+    # -- host channel ---------------------------------------------------------------
+    def greet(self, _frame: dict[str, object]) -> None:
+        self.link.send({"t": "hello", "v": proto.VERSION, "caps": ["exec", "logs", "status"],
+                        "uptime": self.uptime()})
+
+    def event(self, body: dict[str, object]) -> None:
+        say(" ".join(f"{k}={v}" for k, v in body.items()))
+        self.link.send({"t": "event", "ts": time.time(), **body}, keep=True)
+
+    def service_output(self, name: str, fd: int, data: bytes) -> None:
+        now = time.time()
+        ring = self.logs.setdefault(name, deque(maxlen=LOG_RING))
+        ring.append((now, fd, data.decode(errors="replace")))
+        self.link.send({"t": "log", "svc": name, "fd": fd, "ts": now, "data": b64(data)},
+                       keep=True)
+
+    def handle(self, frame: dict[str, object]) -> None:
+        kind = frame.get("t")
+        if kind == "in":
+            self.exec_input(frame)
+            return
+        if kind != "req":
+            return
+        op = str(frame.get("op"))
+        handler = getattr(self, f"op_{op.replace('-', '_')}", None)
+        try:
+            if handler is None:
+                raise ValueError(f"unknown request {op!r}")
+            result = handler(frame)
+        except Exception as error:  # noqa: BLE001 - any failure is answered, not fatal
+            self.link.send({"t": "res", "id": frame.get("id"), "ok": False,
+                            "error": f"{type(error).__name__}: {error}"})
+            return
+        self.link.send({"t": "res", "id": frame.get("id"), "ok": True, **result})
+
+    # -- requests -----------------------------------------------------------------------
+    def uptime(self) -> float:
+        return round(time.monotonic() - self.booted, 3)
+
+    def op_ping(self, _frame: dict[str, object]) -> dict[str, object]:
+        return {"uptime": self.uptime()}
+
+    def op_status(self, _frame: dict[str, object]) -> dict[str, object]:
+        return {"uptime": self.uptime(),
+                "services": {name: s.status() for name, s in self.services.items()}}
+
+    def op_logs(self, frame: dict[str, object]) -> dict[str, object]:
+        wanted = frame.get("svc")
+        entries = [
+            {"svc": name, "ts": ts, "fd": fd, "text": text}
+            for name, ring in self.logs.items() if wanted in (None, name)
+            for ts, fd, text in ring
+        ]
+        entries.sort(key=lambda e: e["ts"])  # type: ignore[arg-type,return-value]
+        return {"entries": entries}
+
+    def op_exec(self, frame: dict[str, object]) -> dict[str, object]:
+        argv = frame.get("argv")
+        if not isinstance(argv, list) or not argv:
+            raise ValueError("exec needs a non-empty argv")
+        env = {**BASE_ENV, **self.config.get("env", {}), **frame.get("env", {})}  # type: ignore[dict-item]
+        channel = self.next_channel
+        self.next_channel += 1
+        child = self.reactor.spawn(
+            [str(a) for a in argv], env,
+            lambda fd, data: self.link.send({"t": "out", "ch": channel, "fd": fd,
+                                             "data": b64(data)}),
+            lambda code: self.exec_exited(channel, code),
+            cwd=str(frame["cwd"]) if frame.get("cwd") else None,
+            stdin=bool(frame.get("stdin")))
+        self.channels[channel] = child
+        return {"ch": channel, "pid": child.pid}
+
+    def exec_exited(self, channel: int, code: int) -> None:
+        self.channels.pop(channel, None)
+        self.link.send({"t": "exit", "ch": channel, "code": code})
+
+    def exec_input(self, frame: dict[str, object]) -> None:
+        channel = frame.get("ch")
+        child = self.channels.get(channel) if isinstance(channel, int) else None
+        if child is None or child.stdin_fd is None:
+            return
+        if frame.get("data"):
+            try:
+                os.write(child.stdin_fd, binascii.a2b_base64(str(frame["data"])))
+            except OSError:
+                pass
+        if frame.get("eof"):
+            os.close(child.stdin_fd)
+            child.stdin_fd = None
+
+    def op_shutdown(self, _frame: dict[str, object]) -> dict[str, object]:
+        self.reactor.later(0, self.shutdown)
+        return {}
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def watch_power_button(self) -> None:
+        """The ACPI power button (QMP system_powerdown) means: shut down gracefully."""
+        try:
+            names = [n for n in os.listdir("/dev/input") if n.startswith("event")]
+        except FileNotFoundError:
+            return
+        for name in names:
+            fd = os.open(f"/dev/input/{name}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.reactor.watch(fd, 1, self._power_reader(fd))
+
+    def _power_reader(self, fd: int) -> Callable[[int], None]:
+        return lambda _revents: self.power_event(fd)
+
+    def power_event(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 24 * 16)
+        except BlockingIOError:
+            return
+        for offset in range(0, len(data) - 23, 24):
+            kind = int.from_bytes(data[offset + 16:offset + 18], "little")
+            code = int.from_bytes(data[offset + 18:offset + 20], "little")
+            if kind == EV_KEY and code == KEY_POWER:
+                say("power button pressed")
+                self.shutdown()
+                return
+
+    def start(self) -> None:
+        for service in self.services.values():
+            service.start()
+
+    def shutdown(self) -> None:
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.event({"kind": "shutdown"})
+        for child in self.channels.values():
+            try:
+                os.killpg(child.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        waiting = set(self.services)
+        if not waiting:
+            self.reactor.later(0, self.power_off)
+            return
+        longest = max(s.stop_timeout for s in self.services.values())
+        self.reactor.later(longest + SHUTDOWN_GRACE, self.power_off)
+        for name, service in self.services.items():
+            service.stop(self._stop_callback(waiting, name))
+
+    def _stop_callback(self, waiting: set[str], name: str) -> Callable[[], None]:
+        return lambda: self._service_stopped(waiting, name)
+
+    def _service_stopped(self, waiting: set[str], name: str) -> None:
+        waiting.discard(name)
+        if not waiting:
+            self.power_off()
+
+    def power_off(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.link.send({"t": "event", "ts": time.time(), "kind": "poweroff"})
+        self.link.flush_blocking(1.0)
+        os.sync()
+        if os.getpid() == 1:
+            os.execv("/bin/busybox", ["poweroff", "-f"])
+        raise SystemExit(0)
+
+    def run(self) -> None:
+        self.start()
+        while True:
+            self.reactor.run_once()
+
+
+def main() -> None:
+    try:
+        with open(CONFIG) as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as error:
+        say(f"cannot read {CONFIG}: {error}")
+        config = {}
+    try:
+        Agent(config).run()
+    except Exception as error:
+        say(f"fatal: {type(error).__name__}: {error}")
+        os.sync()
+        if os.getpid() == 1:
+            os.execv("/bin/busybox", ["poweroff", "-f"])
+        raise
+
+
+if __name__ == "__main__":
+    main()

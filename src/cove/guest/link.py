@@ -1,0 +1,158 @@
+"""The agent's end of the host channel: a virtio-serial port found by its name.
+
+The host speaks first (hello). While no host is connected the port reports POLLHUP and
+writes would block, so frames worth keeping wait in a bounded queue until the next hello.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import time
+from collections import deque
+
+if __package__:
+    from cove.guest import proto
+else:  # inside the guest the agent runs as a plain script next to proto.py
+    import proto  # type: ignore[import-not-found,no-redef]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cove.guest.reactor import Reactor
+
+POLL_IN = select.POLLIN
+POLL_OUT = select.POLLOUT
+RECHECK = 0.25  # how often to look for a host while none is connected
+PENDING_LIMIT = 4 * 1024 * 1024  # bytes of frames kept while no host listens
+OUT_LIMIT = 16 * 1024 * 1024
+
+
+def find_port(name: str, timeout: float = 10.0) -> str:
+    """The /dev node of the virtio-serial port called `name` (no udev in the guest)."""
+    deadline = time.monotonic() + timeout
+    base = "/sys/class/virtio-ports"
+    while True:
+        try:
+            entries = os.listdir(base)
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            try:
+                with open(f"{base}/{entry}/name") as handle:
+                    if handle.read().strip() == name:
+                        return f"/dev/{entry}"
+            except OSError:
+                continue
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no virtio-serial port named {name}")
+        time.sleep(0.05)
+
+
+class HostLink:
+    def __init__(self, reactor: Reactor, path: str,
+                 on_frame: Callable[[dict[str, object]], None],
+                 on_hello: Callable[[dict[str, object]], None]) -> None:
+        self.reactor = reactor
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.on_frame = on_frame
+        self.on_hello = on_hello
+        self.connected = False
+        self.decoder = proto.Decoder()
+        self.out = bytearray()
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.dropped = 0
+        self.reactor.watch(self.fd, POLL_IN, self._ready)
+
+    def _ready(self, revents: int) -> None:
+        if revents & POLL_OUT:
+            self.flush()
+        if revents & POLL_IN:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                self._received(data)
+                return
+        if revents & (select.POLLHUP | select.POLLERR) or revents & POLL_IN:
+            self._hangup()
+
+    def _received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except proto.ProtocolError:
+            self._hangup()
+            return
+        for frame in frames:
+            if frame.get("t") == "hello":
+                self._greeted(frame)
+            elif self.connected:
+                self.on_frame(frame)
+
+    def _greeted(self, frame: dict[str, object]) -> None:
+        self.connected = True
+        self.out.clear()
+        self.on_hello(frame)
+        while self.pending:
+            self._queue(self.pending.popleft())
+        self.pending_bytes = 0
+        if self.dropped:
+            self.send({"t": "event", "kind": "log-dropped", "frames": self.dropped})
+            self.dropped = 0
+
+    def _hangup(self) -> None:
+        self.connected = False
+        self.out.clear()
+        self.decoder = proto.Decoder()
+        self.reactor.unwatch(self.fd)
+        self.reactor.later(RECHECK, lambda: self.reactor.watch(self.fd, POLL_IN, self._ready))
+
+    def send(self, frame: dict[str, object], keep: bool = False) -> None:
+        """Send now if a host listens; else keep the frame (if `keep`) for the next host."""
+        data = proto.encode(frame)
+        if self.connected:
+            self._queue(data)
+        elif keep:
+            self.pending.append(data)
+            self.pending_bytes += len(data)
+            while self.pending_bytes > PENDING_LIMIT:
+                self.pending_bytes -= len(self.pending.popleft())
+                self.dropped += 1
+
+    def _queue(self, data: bytes) -> None:
+        if len(self.out) > OUT_LIMIT:
+            self.dropped += 1
+            return
+        was_empty = not self.out
+        self.out += data
+        if was_empty:
+            self.flush()
+
+    def flush(self) -> None:
+        while self.out:
+            try:
+                written = os.write(self.fd, self.out)
+            except BlockingIOError:
+                break
+            except OSError as error:
+                if error.errno == errno.EAGAIN:
+                    break
+                self._hangup()
+                return
+            del self.out[:written]
+        if self.fd in self.reactor.handlers:
+            self.reactor.modify(self.fd, POLL_IN | (POLL_OUT if self.out else 0))
+
+    def flush_blocking(self, timeout: float) -> None:
+        """Push out what is queued before the VM powers off."""
+        deadline = time.monotonic() + timeout
+        while self.out and self.connected and time.monotonic() < deadline:
+            self.flush()
+            if self.out:
+                time.sleep(0.01)

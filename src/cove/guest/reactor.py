@@ -1,0 +1,215 @@
+"""The agent's event loop: poll, timers, and child processes with piped output.
+
+Hand-written on select.poll rather than asyncio: asyncio's imports alone cost over a second
+under TCG, and the agent is PID 1, so it must also reap every orphan.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import select
+import signal
+import time
+
+READ = select.POLLIN | select.POLLPRI
+CLOSED = select.POLLHUP | select.POLLERR | select.POLLNVAL
+CHUNK = 65536
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    OutputHandler = Callable[[int, bytes], None]
+    ExitHandler = Callable[[int], None]
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell would report it: the code, or 128 + signal."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class Timer:
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Child:
+    """A process the agent started: its pid, output pipes and optional stdin pipe."""
+
+    def __init__(self, pid: int, outputs: dict[int, int], stdin_fd: int | None,
+                 on_output: OutputHandler, on_exit: ExitHandler) -> None:
+        self.pid = pid
+        self.outputs = outputs  # pipe fd -> 1 or 2
+        self.stdin_fd = stdin_fd
+        self.on_output = on_output
+        self.on_exit = on_exit
+        self.code: int | None = None
+
+
+class Reactor:
+    def __init__(self) -> None:
+        self.poller = select.poll()
+        self.handlers: dict[int, Callable[[int], None]] = {}
+        self.timers: list[tuple[float, int, Timer, Callable[[], None]]] = []
+        self.sequence = 0
+        self.children: dict[int, Child] = {}
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.watch(self.wake_r, READ, self._woken)
+        self.signal_handlers: dict[int, Callable[[], None]] = {}
+
+    def on_signal(self, signum: int, handler: Callable[[], None]) -> None:
+        self.signal_handlers[signum] = handler
+        signal.signal(signum, lambda *_: None)
+
+    def watch(self, fd: int, events: int, handler: Callable[[int], None]) -> None:
+        self.handlers[fd] = handler
+        self.poller.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        self.poller.modify(fd, events)
+
+    def unwatch(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+
+    def later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer()
+        self.sequence += 1
+        heapq.heappush(self.timers, (time.monotonic() + delay, self.sequence, timer, callback))
+        return timer
+
+    def run_once(self) -> None:
+        timeout: int | None = None
+        if self.timers:
+            timeout = max(0, int((self.timers[0][0] - time.monotonic()) * 1000) + 1)
+        for fd, revents in self.poller.poll(timeout):
+            handler = self.handlers.get(fd)
+            if handler is not None:
+                handler(revents)
+        self._fire_timers()
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, timer, callback = heapq.heappop(self.timers)
+            if not timer.cancelled:
+                callback()
+
+    def _woken(self, _revents: int) -> None:
+        try:
+            signums = os.read(self.wake_r, 512)
+        except BlockingIOError:
+            return
+        for signum in set(signums):
+            if signum == signal.SIGCHLD:
+                self.reap()
+            elif signum in self.signal_handlers:
+                self.signal_handlers[signum]()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._finish(child, exit_code(status))
+
+    def _finish(self, child: Child, code: int) -> None:
+        child.code = code
+        for fd in list(child.outputs):
+            self._drain(child, fd)
+        if child.stdin_fd is not None:
+            _close(child.stdin_fd)
+            child.stdin_fd = None
+        child.on_exit(code)
+
+    def _drain(self, child: Child, fd: int) -> None:
+        """Deliver what is left in a pipe, then close it (orphans may hold it open)."""
+        while True:
+            try:
+                data = os.read(fd, CHUNK)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            child.on_output(child.outputs[fd], data)
+        self.unwatch(fd)
+        child.outputs.pop(fd, None)
+        _close(fd)
+
+    def _pipe_readable(self, child: Child, fd: int, revents: int) -> None:
+        try:
+            data = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return
+        if data:
+            child.on_output(child.outputs[fd], data)
+        elif revents & CLOSED or not data:
+            self.unwatch(fd)
+            child.outputs.pop(fd, None)
+            _close(fd)
+
+    def spawn(self, argv: list[str], env: dict[str, str], on_output: OutputHandler,
+              on_exit: ExitHandler, cwd: str | None = None, stdin: bool = False) -> Child:
+        """Start argv in its own session with piped stdout/stderr; returns the Child."""
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        if stdin:
+            in_r, in_w = os.pipe()
+        else:
+            in_r, in_w = os.open("/dev/null", os.O_RDONLY), -1
+        pid = os.fork()
+        if pid == 0:
+            _exec_child(argv, env, cwd, in_r, out_w, err_w)
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        child = Child(pid, {out_r: 1, err_r: 2}, in_w if stdin else None, on_output, on_exit)
+        self.children[pid] = child
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+            self.watch(fd, READ, self._reader(child, fd))
+        return child
+
+    def _reader(self, child: Child, fd: int) -> Callable[[int], None]:
+        return lambda revents: self._pipe_readable(child, fd, revents)
+
+
+def _exec_child(argv: list[str], env: dict[str, str], cwd: str | None, stdin_fd: int,
+                stdout_fd: int, stderr_fd: int) -> None:
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM, signal.SIGINT,
+                       signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        os.setsid()
+        os.dup2(stdin_fd, 0)
+        os.dup2(stdout_fd, 1)
+        os.dup2(stderr_fd, 2)
+        if cwd:
+            os.chdir(cwd)
+        os.execvpe(argv[0], argv, env)
+    except BaseException as error:  # noqa: BLE001 - the child must never return
+        os.write(2, f"cove-agent: cannot run {argv[0]}: {error}\n".encode())
+    os._exit(127)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

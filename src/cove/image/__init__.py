@@ -1,0 +1,1 @@
+"""Building the guest's artifacts: kernel, initramfs and root image, in a content cache."""

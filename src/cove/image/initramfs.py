@@ -1,0 +1,123 @@
+"""The initramfs: busybox, the modules the plan needs, /init and the guest agent.
+
+The base archive is cached per kernel and module set; each boot appends a small archive
+with that VM's own config (the kernel unpacks concatenated newc archives in order).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import lzma
+from importlib import resources
+from pathlib import Path
+
+from cove.errors import die
+from cove.image.cache import Cache, content_key, file_digest
+from cove.image.cpio import CpioWriter
+from cove.image.elf import elf_needs
+from cove.image.kernel import KernelArtifact
+from cove.image.modules import module_closure, read_dep_table
+from cove.proc import require_tool
+
+AGENT_MODULES = ("agent.py", "link.py", "proto.py", "reactor.py", "services.py")
+
+
+def agent_sources() -> dict[str, bytes]:
+    package = resources.files("cove.guest")
+    return {name: package.joinpath(name).read_bytes() for name in AGENT_MODULES}
+
+
+def init_script() -> bytes:
+    return resources.files("cove.image").joinpath("init.sh").read_bytes()
+
+
+def busybox_path() -> Path:
+    path = Path(require_tool("busybox")).resolve()
+    needed, interpreter = elf_needs(path)
+    if needed or interpreter:
+        die(f"{path} is not statically linked; the initramfs has no libraries for it",
+            "install the static build with: apt-get install busybox-static")
+    return path
+
+
+def module_paths(kernel: KernelArtifact, modules: list[str]) -> list[str]:
+    if not modules:
+        return []
+    if kernel.modules is None:
+        die(f"kernel {kernel.version} needs modules {', '.join(modules)} but none were found",
+            "set kernel.modules to the directory holding lib/modules/<version>, or use a "
+            "kernel with these built in")
+    table = read_dep_table(kernel.modules)
+    try:
+        return module_closure(modules, table)
+    except KeyError as error:
+        die(f"kernel {kernel.version} has no module {error.args[0]}",
+            "use a kernel that provides it, e.g. Debian's linux-image-cloud-amd64")
+
+
+def module_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name.endswith(".xz"):
+        return lzma.decompress(data)
+    if path.name.endswith(".zst"):
+        import subprocess
+
+        return subprocess.run([require_tool("zstd"), "-dc", str(path)], capture_output=True,
+                              check=True).stdout
+    return data
+
+
+def build_initramfs(kernel: KernelArtifact, modules: list[str], cache: Cache) -> Path:
+    paths = module_paths(kernel, modules)
+    busybox = busybox_path()
+    sources = agent_sources()
+    key = content_key(["initramfs", kernel.version, paths, file_digest(busybox),
+                       {name: content_key(data.decode()) for name, data in sources.items()},
+                       content_key(init_script().decode())])
+
+    def build(out: Path) -> None:
+        with (out / "initramfs.cpio").open("wb") as handle:
+            writer = CpioWriter(handle)
+            for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "cove"):
+                writer.directory(directory)
+            writer.file("bin/busybox", busybox.read_bytes(), 0o755)
+            writer.file("init", init_script(), 0o755)
+            names = []
+            for relative in paths:
+                assert kernel.modules is not None
+                name = Path(relative).name.split(".ko")[0] + ".ko"
+                writer.file(f"lib/modules/{name}", module_bytes(kernel.modules / relative))
+                names.append(name)
+            writer.file("cove/modules", "".join(f"{n}\n" for n in names).encode())
+            for name, data in sources.items():
+                writer.file(f"cove/{name}", data)
+            writer.close()
+
+    return cache.get_or_build("initramfs", key, build) / "initramfs.cpio"
+
+
+def config_archive(config: dict[str, object], init_env: dict[str, str]) -> bytes:
+    """The per-VM archive appended to the base initramfs."""
+    buffer = io.BytesIO()
+    writer = CpioWriter(buffer)
+    writer.file("cove/config.json", json.dumps(config).encode(), 0o600)
+    writer.file("cove/init.env", render_env(init_env).encode(), 0o600)
+    writer.close()
+    return buffer.getvalue()
+
+
+def shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def render_env(values: dict[str, str]) -> str:
+    return "".join(f"{key}={shell_quote(value)}\n" for key, value in sorted(values.items()))
+
+
+def write_initrd(base: Path, config: dict[str, object], init_env: dict[str, str],
+                 out: Path) -> None:
+    with out.open("wb") as handle:
+        handle.write(base.read_bytes())
+        handle.write(config_archive(config, init_env))
+    out.chmod(0o600)

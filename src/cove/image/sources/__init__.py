@@ -1,0 +1,1 @@
+"""Where a root image's files come from."""

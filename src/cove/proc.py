@@ -1,0 +1,47 @@
+"""Running host tools: argv lists only, failures become clear errors."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from cove.errors import die
+
+# Which Debian package provides each host tool cove runs, for the install hint.
+TOOL_PACKAGES = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "mkfs.erofs": "erofs-utils",
+    "mkfs.ext4": "e2fsprogs",
+    "depmod": "kmod",
+    "lz4": "lz4",
+    "zstd": "zstd",
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg": "dpkg",
+    "dpkg-query": "dpkg",
+    "busybox": "busybox-static",
+}
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        package = TOOL_PACKAGES.get(name, name)
+        die(f"{name} is not installed", f"install it with: apt-get install {package}")
+    return path
+
+
+def run(argv: Sequence[str], *, cwd: Path | None = None, what: str = "",
+        stdin: bytes | None = None) -> str:
+    """Run a tool and return its stdout; on failure die with its stderr's tail."""
+    tool = require_tool(argv[0])
+    result = subprocess.run([tool, *argv[1:]], cwd=cwd, input=stdin, capture_output=True,
+                            check=False)
+    if result.returncode != 0:
+        tail = result.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        die(f"{what or argv[0]} failed (exit {result.returncode}): " + "\n  ".join(tail),
+            f"the command was: {' '.join(argv)}")
+    return result.stdout.decode(errors="replace")

@@ -1,0 +1,1 @@
+"""Owning running VMs: one asyncio Machine per VM."""

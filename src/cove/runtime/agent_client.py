@@ -1,0 +1,125 @@
+"""The host's end of the agent channel: requests, exec streams, logs and events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cove.errors import CoveError
+from cove.guest import proto
+
+Frame = dict[str, Any]
+
+
+class AgentError(CoveError):
+    pass
+
+
+class ExecStream:
+    """Output and exit code of one command run by the agent."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Frame] = asyncio.Queue()
+
+
+class AgentClient:
+    def __init__(self, path: Path, on_frame: Callable[[Frame], None]) -> None:
+        self.path = path
+        self.on_frame = on_frame
+        self.ids = itertools.count(1)
+        self.pending: dict[int, asyncio.Future[Frame]] = {}
+        self.streams: dict[int, ExecStream] = {}
+        self.hello: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self.writer: asyncio.StreamWriter | None = None
+        self.reader_task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        """Connect (QEMU creates the socket at start) and say hello first."""
+        while True:
+            try:
+                reader, self.writer = await asyncio.open_unix_connection(str(self.path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                await asyncio.sleep(0.01)
+        self.reader_task = asyncio.create_task(self._read(reader))
+        self.send({"t": "hello", "v": proto.VERSION})
+
+    def send(self, frame: Frame) -> None:
+        if self.writer is None or self.writer.is_closing():
+            raise AgentError("the guest agent is not connected")
+        self.writer.write(proto.encode(frame))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        decoder = proto.Decoder()
+        try:
+            while data := await reader.read(1 << 16):
+                for frame in decoder.feed(data):
+                    self._dispatch(frame)
+        except (proto.ProtocolError, ConnectionError) as error:
+            self._fail(AgentError(f"agent channel broken: {error}"))
+            return
+        self._fail(AgentError("the guest agent closed the channel"))
+
+    def _dispatch(self, frame: Frame) -> None:
+        kind = frame.get("t")
+        if kind == "hello":
+            if not self.hello.done():
+                self.hello.set_result(frame)
+        elif kind == "res":
+            future = self.pending.pop(frame.get("id", -1), None)
+            if future is not None and not future.done():
+                future.set_result(frame)
+        elif kind in ("out", "exit") and frame.get("ch") in self.streams:
+            self.streams[frame["ch"]].queue.put_nowait(frame)
+        else:
+            self.on_frame(frame)
+
+    def _fail(self, error: AgentError) -> None:
+        for future in [self.hello, *self.pending.values()]:
+            if not future.done():
+                future.set_exception(error)
+        self.pending.clear()
+        for stream in self.streams.values():
+            stream.queue.put_nowait({"t": "exit", "code": None, "error": str(error)})
+
+    async def request(self, op: str, **args: Any) -> Frame:
+        request_id = next(self.ids)
+        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = future
+        self.send({"t": "req", "id": request_id, "op": op, **args})
+        reply = await future
+        if not reply.get("ok"):
+            raise AgentError(f"the guest agent refused {op}: {reply.get('error')}")
+        return reply
+
+    async def exec(self, argv: list[str], on_output: Callable[[int, bytes], None],
+                   env: dict[str, str] | None = None, stdin: bytes | None = None) -> int:
+        """Run argv in the guest, stream its output, return its exit code."""
+        reply = await self.request("exec", argv=argv, env=env or {}, stdin=stdin is not None)
+        channel = int(reply["ch"])
+        stream = self.streams[channel] = ExecStream()
+        if stdin is not None:
+            self.send({"t": "in", "ch": channel, "data": base64.b64encode(stdin).decode(),
+                       "eof": True})
+        try:
+            while True:
+                frame = await stream.queue.get()
+                if frame["t"] == "out":
+                    on_output(int(frame["fd"]), base64.b64decode(frame["data"]))
+                elif frame.get("code") is None:
+                    raise AgentError(frame.get("error", "the command's channel broke"))
+                else:
+                    return int(frame["code"])
+        finally:
+            self.streams.pop(channel, None)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.reader_task is not None:
+            self.reader_task.cancel()
+            await asyncio.gather(self.reader_task, return_exceptions=True)

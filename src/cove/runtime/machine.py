@@ -1,0 +1,192 @@
+"""One running VM: its QEMU process, agent channel and shutdown sequence.
+
+The same Machine serves `cove run` in the foreground and, later, the daemon hosting many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from cove.errors import CoveError, die
+from cove.image.build import Artifacts
+from cove.image.initramfs import write_initrd
+from cove.plan import Plan
+from cove.runtime.agent_client import AgentClient, AgentError, Frame
+from cove.runtime.vmdir import VmDir
+from cove.spec.model import Port, Proto
+from cove.vmm.qemu import BootFiles, qemu_argv
+
+BOOT_TIMEOUT = 120.0  # TCG boots take ~3 s; this only catches guests that hang
+AGENT_STOP_TIMEOUT = 20.0
+QUIT_TIMEOUT = 3.0
+
+
+class BootError(CoveError):
+    pass
+
+
+def tail(path: os.PathLike[str] | str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "\n".join(handle.read().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def check_ports_free(ports: tuple[Port, ...]) -> None:
+    """Fail before boot, naming the port, rather than with QEMU's generic message."""
+    for port in ports:
+        kind = socket.SOCK_STREAM if port.proto is Proto.TCP else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((port.bind, port.host))
+            except OSError as error:
+                reason = "is already in use" if error.errno == errno.EADDRINUSE else \
+                    f"cannot be bound ({error.strerror})"
+                die(f"host port {port.bind}:{port.host}/{port.proto} {reason}",
+                    f"pick another host port, e.g. -p {port.host + 1}:{port.guest}")
+
+
+class Machine:
+    def __init__(self, plan: Plan, artifacts: Artifacts, vm_dir: VmDir,
+                 on_frame: Callable[[Frame], None]) -> None:
+        self.plan = plan
+        self.artifacts = artifacts
+        self.dir = vm_dir
+        self.on_frame = on_frame
+        self.process: asyncio.subprocess.Process | None = None
+        self.agent: AgentClient | None = None
+        self.lock_fd: int | None = None
+        self.started_at = 0.0
+        self.ready_at = 0.0
+
+    async def __aenter__(self) -> Machine:
+        self.lock_fd = self.dir.claim()
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self.stop())
+        if self.agent is not None:
+            await self.agent.close()
+        if self.lock_fd is not None:
+            self.dir.release(self.lock_fd)
+            self.lock_fd = None
+
+    async def start(self) -> None:
+        check_ports_free(self.plan.ports)
+        write_initrd(self.artifacts.initramfs, self.plan.agent_config, self.plan.init_env,
+                     self.dir.initrd)
+        files = BootFiles(self.artifacts.kernel.vmlinux, self.dir.initrd,
+                          self.artifacts.root.path)
+        argv = qemu_argv(self.plan, files, self.dir.sockets)
+        self.started_at = time.monotonic()
+        with self.dir.qemu_log.open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True)  # Ctrl-C reaches cove, which shuts down gracefully
+        self.dir.pidfile.write_text(f"{self.process.pid}\n")
+        self.agent = AgentClient(self.dir.sockets.agent, self.on_frame)
+        await self._await_agent(self.agent)
+        self.ready_at = time.monotonic()
+
+    async def _await_agent(self, agent: AgentClient) -> None:
+        assert self.process is not None
+        exited = asyncio.create_task(self.process.wait())
+        hello = asyncio.create_task(self._connect_and_greet(agent))
+        done, _ = await asyncio.wait({exited, hello}, timeout=BOOT_TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if hello in done and hello.exception() is None:
+            exited.cancel()
+            return
+        hello.cancel()
+        exited.cancel()
+        if not done:
+            raise BootError(f"the guest did not answer within {BOOT_TIMEOUT:.0f} s",
+                            self.diagnosis())
+        raise BootError(f"the guest stopped while booting (QEMU exit "
+                        f"{self.process.returncode})", self.diagnosis())
+
+    async def _connect_and_greet(self, agent: AgentClient) -> None:
+        await agent.connect()
+        await agent.hello
+
+    def diagnosis(self) -> str:
+        parts = []
+        if qemu := tail(self.dir.qemu_log, 5):
+            parts.append(f"QEMU said:\n{qemu}")
+        if console := tail(self.dir.sockets.console_log):
+            parts.append(f"the guest console ended with:\n{console}")
+        return "\n".join(parts) or f"see {self.dir.root}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def exec(self, argv: list[str], on_output: Callable[[int, bytes], None],
+                   env: dict[str, str] | None = None, stdin: bytes | None = None) -> int:
+        if self.agent is None:
+            raise AgentError("the VM has not started")
+        return await self.agent.exec(argv, on_output, env, stdin)
+
+    async def wait(self) -> int:
+        assert self.process is not None
+        return await self.process.wait()
+
+    async def stop(self, timeout: float = AGENT_STOP_TIMEOUT) -> None:
+        """Graceful: the agent stops services and powers off; then QMP quit; then SIGKILL."""
+        if not self.running:
+            return
+        if self.agent is not None and await self._try(self.agent.request("shutdown"), 2.0) \
+                and await self._exited_within(timeout):
+            return
+        if await self._quit_via_qmp() and await self._exited_within(QUIT_TIMEOUT):
+            return
+        self.kill()
+        await self._exited_within(QUIT_TIMEOUT)
+
+    async def _try(self, awaitable: Any, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(awaitable, timeout)
+        except (AgentError, TimeoutError, OSError):
+            return False
+        return True
+
+    async def _exited_within(self, timeout: float) -> bool:
+        assert self.process is not None
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _quit_via_qmp(self) -> bool:
+        qmp = QMPClient(self.plan.name)
+        try:
+            await asyncio.wait_for(qmp.connect(str(self.dir.sockets.qmp)), 2.0)
+            await asyncio.wait_for(qmp.execute("quit"), 2.0)
+        except Exception:  # noqa: BLE001 - any QMP failure falls through to SIGKILL
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await qmp.disconnect()
+        return True
+
+    def kill(self) -> None:
+        if self.running:
+            assert self.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGKILL)

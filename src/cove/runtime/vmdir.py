@@ -1,0 +1,69 @@
+"""A VM's directory under the cove home: lock, sockets, logs."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from cove.errors import die
+from cove.home import cove_home
+from cove.vmm.qemu import Sockets
+
+UNIX_PATH_MAX = 107
+
+
+@dataclass(frozen=True)
+class VmDir:
+    root: Path
+
+    @classmethod
+    def for_name(cls, name: str, home: Path | None = None) -> VmDir:
+        return cls((home or cove_home()) / "vms" / name)
+
+    @property
+    def run(self) -> Path:
+        """Sockets and per-boot files: removed when the VM stops."""
+        return self.root / "run"
+
+    @property
+    def sockets(self) -> Sockets:
+        return Sockets(qmp=self.run / "qmp.sock", agent=self.run / "agent.sock",
+                       console_log=self.root / "console.log")
+
+    @property
+    def initrd(self) -> Path:
+        return self.run / "initrd"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.root / "qemu.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run / "qemu.pid"
+
+    def claim(self) -> int:
+        """Take the VM's lock for this process's lifetime: one owner per name."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        for path in (self.sockets.qmp, self.sockets.agent):
+            if len(str(path)) > UNIX_PATH_MAX:
+                die(f"socket path too long for Linux ({len(str(path))} > {UNIX_PATH_MAX}): "
+                    f"{path}", "set COVE_HOME to a shorter directory")
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            die(f"a VM named {self.root.name!r} is already running",
+                "stop it first, or give this one another name (--name)")
+        shutil.rmtree(self.run, ignore_errors=True)
+        self.run.mkdir(mode=0o700)
+        return fd
+
+    def release(self, lock_fd: int) -> None:
+        shutil.rmtree(self.run, ignore_errors=True)
+        os.close(lock_fd)

@@ -1,0 +1,100 @@
+"""The one table of cove.toml settings: it drives parsing, the JSON schema and the docs."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from cove.spec.model import Accel, Hypervisor, Proto, Restart, Source
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PACKAGE_PATTERN = r"^[a-z0-9][a-z0-9+.-]+$"
+
+
+class Kind(enum.Enum):
+    STR = "string"
+    INT = "integer"
+    SIZE = "size"  # "256M", "1G", or a number of MiB
+    DURATION = "duration"  # "5s", "100ms", "2m", or a number of seconds
+    ENUM = "enum"
+    PATH = "path"  # relative to the spec file's directory; must exist
+    STR_LIST = "list of strings"
+    ENV = "table of environment variables"
+    TABLE = "table"
+    TABLE_MAP = "table of tables"
+    TABLE_LIST = "array of tables"
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    kind: Kind
+    help: str
+    required: bool = False
+    default: object = None
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    pattern: str | None = None
+    fields: tuple[Setting, ...] = ()
+    example: str = ""
+
+
+def choices(enum_type: type[enum.StrEnum]) -> tuple[str, ...]:
+    return tuple(member.value for member in enum_type)
+
+
+SERVICE_SETTINGS = (
+    Setting("command", Kind.STR, "Command line run with /bin/sh -c inside the guest.",
+            required=True, example="python3 -m http.server 8080"),
+    Setting("pre_start", Kind.STR, "Shell script run before each start; failure stops the start.",
+            default=""),
+    Setting("env", Kind.ENV, "Environment variables for this service (on top of the VM's env).",
+            default={}),
+    Setting("restart", Kind.ENUM, "When the agent restarts the service after it exits.",
+            default=Restart.ON_FAILURE.value, choices=choices(Restart)),
+    Setting("stop_timeout", Kind.DURATION,
+            "Grace period between SIGTERM and SIGKILL when stopping.", default=5.0),
+)
+
+PORT_SETTINGS = (
+    Setting("host", Kind.INT, "Port on the host.", required=True, minimum=1, maximum=65535),
+    Setting("guest", Kind.INT, "Port in the guest.", required=True, minimum=1, maximum=65535),
+    Setting("proto", Kind.ENUM, "Transport protocol.", default=Proto.TCP.value,
+            choices=choices(Proto)),
+    Setting("bind", Kind.STR, "Host address to listen on (loopback unless you choose otherwise).",
+            default="127.0.0.1"),
+)
+
+KERNEL_SETTINGS = (
+    Setting("package", Kind.STR, "Debian kernel package fetched with apt-get download.",
+            default="linux-image-cloud-amd64", pattern=PACKAGE_PATTERN),
+    Setting("path", Kind.PATH, "Your own kernel (vmlinux ELF or bzImage) instead of a package."),
+    Setting("modules", Kind.PATH,
+            "Directory holding lib/modules/<version> for your own kernel (optional)."),
+    Setting("cmdline", Kind.STR, "Extra kernel command line arguments.", default=""),
+)
+
+TOP_SETTINGS = (
+    Setting("name", Kind.STR, "Name of the VM: lower-case letters, digits, '.', '_', '-'.",
+            required=True, pattern=NAME_PATTERN, example="hello"),
+    Setting("vcpu", Kind.INT, "Number of virtual CPUs.", default=1, minimum=1, maximum=64),
+    Setting("memory", Kind.SIZE, "Guest memory, e.g. \"256M\" or \"1G\".", default=256,
+            minimum=64, maximum=1024 * 1024),
+    Setting("packages", Kind.STR_LIST, "Debian packages whose files make up the root image.",
+            default=[], pattern=PACKAGE_PATTERN),
+    Setting("env", Kind.ENV, "Environment variables for every service.", default={}),
+    Setting("services", Kind.TABLE_MAP, "Services the guest agent supervises, by name.",
+            default={}, fields=SERVICE_SETTINGS, pattern=NAME_PATTERN),
+    Setting("ports", Kind.TABLE_LIST, "Ports forwarded from the host into the guest.",
+            default=[], fields=PORT_SETTINGS),
+    Setting("kernel", Kind.TABLE, "Which kernel boots the guest.", default={},
+            fields=KERNEL_SETTINGS),
+    Setting("source", Kind.ENUM, "Where the root image's files come from.",
+            default=Source.HOST.value, choices=choices(Source)),
+    Setting("hypervisor", Kind.ENUM, "Which hypervisor runs the guest.",
+            default=Hypervisor.QEMU.value, choices=choices(Hypervisor)),
+    Setting("accel", Kind.ENUM, "CPU acceleration: auto decides by probing KVM.",
+            default=Accel.AUTO.value, choices=choices(Accel)),
+)

@@ -1,0 +1,1 @@
+"""Hypervisor backends: each turns a plan into its argv/config and knows its control channel."""
