@@ -64,7 +64,7 @@ def plan(spec: Path, accel: str | None, as_json: bool) -> None:
     plan_command(spec, accel, as_json)
 
 
-@cli.command(context_settings={"allow_interspersed_args": False})
+@cli.command()
 @SPEC_ARG
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @ACCEL_OPT

@@ -105,7 +105,7 @@ class Agent:
             if handler is None:
                 raise ValueError(f"unknown request {op!r}")
             result = handler(frame)
-        except Exception as error:  # noqa: BLE001 - any failure is answered, not fatal
+        except Exception as error:
             self.link.send({"t": "res", "id": frame.get("id"), "ok": False,
                             "error": f"{type(error).__name__}: {error}"})
             return

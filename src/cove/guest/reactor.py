@@ -203,7 +203,7 @@ def _exec_child(argv: list[str], env: dict[str, str], cwd: str | None, stdin_fd:
         if cwd:
             os.chdir(cwd)
         os.execvpe(argv[0], argv, env)
-    except BaseException as error:  # noqa: BLE001 - the child must never return
+    except BaseException as error:
         os.write(2, f"cove-agent: cannot run {argv[0]}: {error}\n".encode())
     os._exit(127)
 

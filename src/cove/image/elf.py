@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 LIBRARY_DIRS = (
     "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib", "/lib",
@@ -25,12 +27,12 @@ def elf_needs(path: Path) -> tuple[list[str], str | None]:
             needed: list[str] = []
             interpreter = None
             for segment in elf.iter_segments():
-                if segment["p_type"] == "PT_INTERP":
+                if isinstance(segment, InterpSegment):
                     interpreter = segment.get_interp_name()
             for section in elf.iter_sections():
                 if isinstance(section, DynamicSection):
-                    needed += [tag.needed for tag in section.iter_tags()
-                               if tag.entry.d_tag == "DT_NEEDED"]
+                    tags: list[Any] = list(section.iter_tags())
+                    needed += [tag.needed for tag in tags if tag.entry.d_tag == "DT_NEEDED"]
             return needed, interpreter
     except (ELFError, OSError, ValueError):
         return [], None

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from typing import Any
 
 from cove.image.build import Artifacts
 from cove.plan import Plan
@@ -46,7 +47,8 @@ async def _until_stopped(awaitable: asyncio.Future[int] | asyncio.Task[int],
                          stop: asyncio.Event) -> int | None:
     """The awaitable's result, or None if a stop was asked for first."""
     stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait({awaitable, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    racers: set[asyncio.Future[Any]] = {awaitable, stopper}
+    done, _ = await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     if awaitable in done:
         return awaitable.result()

@@ -59,9 +59,20 @@ def check_ports_free(ports: tuple[Port, ...]) -> None:
                     f"pick another host port, e.g. -p {port.host + 1}:{port.guest}")
 
 
+def die_with_parent() -> None:
+    """In the QEMU child: get SIGKILLed when the owning cove process dies, even by SIGKILL."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 class Machine:
     def __init__(self, plan: Plan, artifacts: Artifacts, vm_dir: VmDir,
-                 on_frame: Callable[[Frame], None]) -> None:
+                 on_frame: Callable[[Frame], None], bound_to_owner: bool = True) -> None:
+        """bound_to_owner: QEMU dies with this process (foreground runs); a daemon's
+        VMs are not bound, so they outlive it."""
+        self.bound_to_owner = bound_to_owner
         self.plan = plan
         self.artifacts = artifacts
         self.dir = vm_dir
@@ -97,7 +108,8 @@ class Machine:
         with self.dir.qemu_log.open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)  # Ctrl-C reaches cove, which shuts down gracefully
+                start_new_session=True,  # Ctrl-C reaches cove, which shuts down gracefully
+                preexec_fn=die_with_parent if self.bound_to_owner else None)
         self.dir.pidfile.write_text(f"{self.process.pid}\n")
         self.agent = AgentClient(self.dir.sockets.agent, self.on_frame)
         await self._await_agent(self.agent)
@@ -178,7 +190,7 @@ class Machine:
         try:
             await asyncio.wait_for(qmp.connect(str(self.dir.sockets.qmp)), 2.0)
             await asyncio.wait_for(qmp.execute("quit"), 2.0)
-        except Exception:  # noqa: BLE001 - any QMP failure falls through to SIGKILL
+        except Exception:
             return False
         finally:
             with contextlib.suppress(Exception):

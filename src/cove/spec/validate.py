@@ -40,7 +40,8 @@ class Checker:
     def problem(self, where: str, message: str, hint: str | None = None) -> None:
         self.problems.append(Problem(where, message, hint))
 
-    def table(self, raw: dict[str, Any], settings: tuple[Setting, ...], where: str) -> dict[str, Any]:
+    def table(self, raw: dict[str, Any], settings: tuple[Setting, ...], where: str
+              ) -> dict[str, Any]:
         known = {s.key: s for s in settings}
         for key in raw:
             if key not in known:
@@ -68,10 +69,8 @@ class Checker:
         return handler(raw, setting, where)
 
     def expect(self, raw: object, types: tuple[type, ...], setting: Setting, where: str) -> bool:
-        if isinstance(raw, bool) and bool not in types:
-            ok = False
-        else:
-            ok = isinstance(raw, types)
+        # TOML booleans are Python ints: never accept one where a number is asked for
+        ok = isinstance(raw, types) and not (isinstance(raw, bool) and bool not in types)
         if not ok:
             self.problem(where, f"must be {setting.kind.value}, not {_type_name(raw)}",
                          setting.help)

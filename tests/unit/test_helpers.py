@@ -1,0 +1,74 @@
+"""Small pure helpers: kernel args, QEMU option escaping, accel verdicts, bzImage header."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from cove.image.vmlinux import bzimage_payload, bzimage_version, compression_of
+from cove.plan import kernel_arg, kernel_cmdline
+from cove.spec.model import Port, Proto
+from cove.vmm.accel import KvmEvidence, kvm_verdict
+from cove.vmm.qemu import hostfwd, opt
+
+
+def test_kernel_arg_quoting() -> None:
+    assert kernel_arg("quiet") == "quiet"
+    assert kernel_arg("panic", -1) == "panic=-1"
+    assert kernel_arg("cove.msg", "a b") == 'cove.msg="a b"'
+    with pytest.raises(ValueError):
+        kernel_arg("x", 'a "b"')
+
+
+def test_tsc_only_under_tcg() -> None:
+    assert "tsc_early_khz=2600000" in kernel_cmdline("tcg", 2600000, "")
+    assert not any(a.startswith("tsc_early_khz") for a in kernel_cmdline("kvm", 2600000, ""))
+    assert kernel_cmdline("tcg", None, "foo=1 bar")[-2:] == ("foo=1", "bar")
+
+
+def test_qemu_option_escaping() -> None:
+    assert opt("/tmp/a,b") == "/tmp/a,,b"
+    assert hostfwd(Port(8080, 80, Proto.UDP, "0.0.0.0")) == "hostfwd=udp:0.0.0.0:8080-:80"
+
+
+@pytest.mark.parametrize(("evidence", "accel", "words"), [
+    (KvmEvidence(False, False, True), "tcg", "/dev/kvm"),
+    (KvmEvidence(True, True, True, 0.001), "tcg", "kvm_pvm"),
+    (KvmEvidence(True, False, False), "tcg", "neither vmx nor svm"),
+    (KvmEvidence(True, False, True, None, "no answer within 3 s"), "tcg", "no answer"),
+    (KvmEvidence(True, False, True, 1.08), "tcg", "1080 ms"),
+    (KvmEvidence(True, False, True, 0.0012), "kvm", "1.2 ms"),
+])
+def test_kvm_verdicts(evidence: KvmEvidence, accel: str, words: str) -> None:
+    decision = kvm_verdict(evidence)
+    assert decision.accel == accel
+    assert words in decision.reason
+
+
+def fake_bzimage(payload: bytes, version: str) -> bytes:
+    image = bytearray(0x1000)
+    image[0x1F1] = 1  # setup_sects: payload region starts at (1 + 1) * 512
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", image, 0x20E, 0x300 - 0x200)
+    image[0x300:0x300 + len(version) + 1] = version.encode() + b"\0"
+    struct.pack_into("<II", image, 0x248, 0x100, len(payload))
+    image[0x400 + 0x100:0x400 + 0x100 + len(payload)] = payload
+    return bytes(image)
+
+
+def test_bzimage_header() -> None:
+    image = fake_bzimage(b"\x02\x21\x4c\x18rest", "6.1.0-test (builder)")
+    assert bzimage_payload(image) == b"\x02\x21\x4c\x18rest"
+    assert compression_of(bzimage_payload(image)) == "lz4"
+    assert bzimage_version(image) == "6.1.0-test"
+    with pytest.raises(ValueError):
+        bzimage_payload(b"\0" * 0x300)
+
+
+def test_real_kernel_header_if_present() -> None:
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    if not kernels:
+        pytest.skip("no host kernel in /boot")
+    assert compression_of(bzimage_payload(kernels[0].read_bytes()))

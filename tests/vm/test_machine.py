@@ -1,0 +1,90 @@
+"""The Machine API (what the daemon will host) against a real guest: restart policies."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cove.image.build import build_artifacts
+from cove.plan import HostFacts, make_plan
+from cove.runtime.machine import Machine
+from cove.runtime.vmdir import VmDir
+from cove.spec import load_spec
+from cove.vmm.accel import decide_accel, host_tsc_khz
+from tests.vm.conftest import write_spec
+
+pytestmark = pytest.mark.vm
+
+POLICIES = '''
+name = "policies"
+packages = ["python3", "curl"]
+
+[services.flaky]
+command = "echo boom; exit 3"
+restart = "on-failure"
+
+[services.once]
+command = "exit 3"
+restart = "never"
+
+[services.done]
+command = "echo finished"
+restart = "on-failure"
+
+[services.always]
+command = "exit 0"
+restart = "always"
+'''
+
+
+async def boot_and_watch(spec_dir: Path, until: Any, timeout: float
+                         ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    spec = load_spec(spec_dir)
+    artifacts = build_artifacts(spec)
+    plan = make_plan(spec, HostFacts(decide_accel(spec.accel), host_tsc_khz()),
+                     artifacts.kernel)
+    frames: list[dict[str, Any]] = []
+    changed = asyncio.Event()
+
+    def on_frame(frame: dict[str, Any]) -> None:
+        frames.append(frame)
+        changed.set()
+
+    async with Machine(plan, artifacts, VmDir.for_name(plan.name), on_frame) as machine:
+        await machine.start()
+        async with asyncio.timeout(timeout):
+            while not until(frames):
+                changed.clear()
+                await changed.wait()
+        assert machine.agent is not None
+        status = await machine.agent.request("status")
+    return frames, status
+
+
+def events(frames: list[dict[str, Any]], kind: str, svc: str) -> list[dict[str, Any]]:
+    return [f for f in frames if f.get("t") == "event" and f.get("kind") == kind
+            and f.get("svc") == svc]
+
+
+def test_restart_policies(cove_home: Path, tmp_path: Path) -> None:
+    spec_dir = write_spec(tmp_path / "policies", POLICIES)
+
+    def enough(frames: list[dict[str, Any]]) -> bool:
+        return len(events(frames, "started", "flaky")) >= 3 and \
+            len(events(frames, "started", "always")) >= 2
+
+    frames, status = asyncio.run(boot_and_watch(spec_dir, enough, 60))
+    assert len(events(frames, "restarting", "flaky")) >= 2
+    delays = [e["delay"] for e in events(frames, "restarting", "flaky")]
+    assert delays[1] > delays[0]  # backoff grows
+    assert [e["code"] for e in events(frames, "exited", "once")] == [3]
+    assert events(frames, "restarting", "once") == []
+    assert events(frames, "restarting", "done") == []
+    assert any(f.get("svc") == "flaky" and f.get("t") == "log" for f in frames)
+    services = status["services"]
+    assert services["once"]["state"] == "failed"
+    assert services["done"]["state"] == "exited"
+    assert services["flaky"]["restarts"] >= 2

@@ -1,0 +1,138 @@
+"""`cove run` against real guests under QEMU."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.vm.conftest import HELLO, cove_argv, free_port, qemu_pids_for, wait_for, write_spec
+
+pytestmark = pytest.mark.vm
+
+SPEC_HEAD = 'name = "{name}"\nmemory = "256M"\npackages = ["python3", "curl"]\n'
+
+
+def fetch(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+def hello_copy(tmp_path: Path, port: int) -> Path:
+    text = HELLO.read_text().replace("host = 8080", f"host = {port}")
+    return write_spec(tmp_path / "hello", text)
+
+
+def test_hello_answers_and_ctrl_c_leaves_nothing(cove_home: Path, tmp_path: Path) -> None:
+    port = free_port()
+    spec = hello_copy(tmp_path, port)
+    process = subprocess.Popen(cove_argv("run", str(spec)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: fetch(port) is not None or process.poll() is not None, 90,
+                 "the hello page")
+        assert fetch(port) == "<h1>Hello from cove!</h1>\n"
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "hello is up" in err
+    assert "service hello started" in err
+    assert "GET / HTTP/1.1" in out  # the service's own output, prefixed
+    assert qemu_pids_for(cove_home) == []
+    run_dir = cove_home / "vms" / "hello" / "run"
+    assert not run_dir.exists()
+    assert "Traceback" not in err
+
+
+def test_command_exit_code_and_output_relayed(cove_home: Path) -> None:
+    result = subprocess.run(
+        cove_argv("run", str(HELLO), "--", "sh", "-c", "echo out; echo err >&2; exit 7"),
+        capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 7, result.stderr
+    assert result.stdout == "out\n"
+    assert "err\n" in result.stderr
+
+
+def test_command_sees_guest_not_host(cove_home: Path) -> None:
+    result = subprocess.run(cove_argv("run", str(HELLO), "-e", "GREETING=hi", "--", "sh", "-c",
+                                      "uname -r; hostname; echo $GREETING; id -u"),
+                            capture_output=True, text=True, timeout=120, check=True)
+    kernel, hostname, greeting, uid = result.stdout.split()
+    assert kernel.endswith("cloud-amd64")
+    assert hostname == "hello"
+    assert greeting == "hi"
+    assert uid == "0"
+
+
+def test_pre_start_failure_is_reported(cove_home: Path, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "bad", SPEC_HEAD.format(name="prefail") + (
+        '[services.web]\npre_start = "echo preparing; exit 4"\ncommand = "sleep 100"\n'
+        'restart = "never"\n'))
+    process = subprocess.Popen(cove_argv("run", str(spec)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert process.stderr is not None
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if "pre_start failed" in line:
+                break
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+    assert "cove: service web: pre_start failed with code 4 (its output is above)\n" in lines
+    assert "web | preparing" in out
+    assert process.returncode == 0
+
+
+def test_sigkill_of_cove_leaves_no_qemu(cove_home: Path, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "k", SPEC_HEAD.format(name="killme") +
+                      '[services.idle]\ncommand = "sleep 1000"\n')
+    process = subprocess.Popen(cove_argv("run", str(spec)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "is up" in line:
+            break
+    assert qemu_pids_for(cove_home)
+    process.kill()
+    process.wait()
+    wait_for(lambda: not qemu_pids_for(cove_home), 10, "QEMU to die with its owner")
+
+
+def test_guest_that_cannot_boot_gives_clear_error(cove_home: Path, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "noinit", SPEC_HEAD.format(name="noinit") +
+                      '[kernel]\ncmdline = "rdinit=/nonexistent"\n')
+    result = subprocess.run(cove_argv("run", str(spec), "--", "true"), capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "the guest stopped while booting" in result.stderr
+    assert "Kernel panic" in result.stderr  # the console tail shows why
+    assert "Traceback" not in result.stderr
+
+
+def test_name_is_taken_while_running(cove_home: Path, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "twice", SPEC_HEAD.format(name="twice") +
+                      '[services.idle]\ncommand = "sleep 1000"\n')
+    first = subprocess.Popen(cove_argv("run", str(spec)), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    assert first.stderr is not None
+    try:
+        for line in first.stderr:
+            if "is up" in line:
+                break
+        second = subprocess.run(cove_argv("run", str(spec), "--", "true"), capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert second.returncode == 1
+        assert "a VM named 'twice' is already running" in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 0
