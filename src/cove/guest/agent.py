@@ -1,18 +1,16 @@
 """The guest agent: PID 1 after /init, supervises services and serves the host.
 
-Runs as `python3 -S -B /cove/agent.py` in the guest. Standard library only, and as few
+Runs as `python3 -S -B -c "import agent; agent.main()"` in the guest (see init.sh).
+Standard library only, and as few
 imports as possible: under TCG every import costs tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import binascii
-import json
 import os
-import signal
 import sys
 import time
-from collections import deque
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,11 +18,13 @@ if TYPE_CHECKING:
 
 if __package__:
     from cove.guest import proto
+    from cove.guest.lean import deque, signal
     from cove.guest.link import HostLink, find_port
     from cove.guest.reactor import Child, Reactor
     from cove.guest.services import Service
 else:  # inside the guest: plain modules next to this script
     import proto  # type: ignore[import-not-found,no-redef]
+    from lean import deque, signal  # type: ignore[import-not-found,no-redef]
     from link import HostLink, find_port  # type: ignore[import-not-found,no-redef]
     from reactor import Child, Reactor  # type: ignore[import-not-found,no-redef]
     from services import Service  # type: ignore[import-not-found,no-redef]
@@ -249,7 +249,8 @@ class Agent:
 def main() -> None:
     try:
         with open(CONFIG) as handle:
-            config = json.load(handle)
+            loaded = proto.loads(handle.read())
+        config = loaded if isinstance(loaded, dict) else {}
     except (OSError, ValueError) as error:
         say(f"cannot read {CONFIG}: {error}")
         config = {}

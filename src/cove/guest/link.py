@@ -10,12 +10,13 @@ import errno
 import os
 import select
 import time
-from collections import deque
 
 if __package__:
     from cove.guest import proto
+    from cove.guest.lean import deque
 else:  # inside the guest the agent runs as a plain script next to proto.py
     import proto  # type: ignore[import-not-found,no-redef]
+    from lean import deque  # type: ignore[import-not-found,no-redef]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

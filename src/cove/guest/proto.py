@@ -13,7 +13,47 @@ Frames (field "t"):
   exit    guest -> host: exec finished {"ch", "code"}
 """
 
-import json
+try:
+    # The C accelerator directly: `import json` pulls in re, enum and functools, which
+    # costs ~0.4 s of every guest boot under TCG. Same encoding, same parsing.
+    import _json
+
+    def _unencodable(value: object) -> object:
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    _encoder = _json.make_encoder(None, _unencodable, _json.encode_basestring_ascii, None,
+                                  ":", ",", False, False, True)
+
+    class _Context:
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+
+        @staticmethod
+        def parse_constant(name: str) -> float:
+            return float(name.replace("Infinity", "inf"))
+
+    _scanner = _json.make_scanner(_Context())  # type: ignore[arg-type]
+
+    def dumps(message: object) -> str:
+        return "".join(_encoder(message, 0))
+
+    def loads(text: str) -> object:
+        value, end = _scanner(text, 0)
+        if text[end:].strip():
+            raise ValueError(f"extra data at {end}")
+        return value
+
+except (ImportError, AttributeError):  # not CPython: the plain module
+    import json
+
+    def dumps(message: object) -> str:
+        return json.dumps(message, separators=(",", ":"))
+
+    def loads(text: str) -> object:
+        return json.loads(text)
 
 VERSION = 1
 MAX_FRAME = 16 * 1024 * 1024
@@ -25,7 +65,7 @@ class ProtocolError(Exception):
 
 
 def encode(message: dict) -> bytes:  # type: ignore[type-arg]
-    body = json.dumps(message, separators=(",", ":")).encode()
+    body = dumps(message).encode()
     return len(body).to_bytes(4, "big") + body
 
 
@@ -47,8 +87,8 @@ class Decoder:
             body = bytes(self.buffer[4:4 + size])
             del self.buffer[:4 + size]
             try:
-                message = json.loads(body)
-            except ValueError as error:
+                message = loads(body.decode())
+            except (ValueError, UnicodeDecodeError, StopIteration) as error:
                 raise ProtocolError(f"bad frame: {error}") from None
             if not isinstance(message, dict):
                 raise ProtocolError("a frame must hold a JSON object")

@@ -6,11 +6,14 @@ under TCG, and the agent is PID 1, so it must also reap every orphan.
 
 from __future__ import annotations
 
-import heapq
 import os
 import select
-import signal
 import time
+
+if __package__:
+    from cove.guest.lean import heapq, signal
+else:
+    from lean import heapq, signal  # type: ignore[import-not-found,no-redef]
 
 READ = select.POLLIN | select.POLLPRI
 CLOSED = select.POLLHUP | select.POLLERR | select.POLLNVAL

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
+
+if __package__:
+    from cove.guest.lean import signal
+else:
+    from lean import signal  # type: ignore[import-not-found,no-redef]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -64,4 +64,7 @@ if [ -n "$COVE_IP" ]; then
     echo "nameserver $COVE_DNS" > /newroot/etc/resolv.conf
 fi
 
-exec switch_root /newroot /usr/bin/python3 -S -B /cove/agent.py
+# -c and an import (not a script path), so Python loads the agent's precompiled bytecode
+exec switch_root /newroot /usr/bin/python3 -S -B \
+    -c 'import sys; sys.path[0] = "/cove"; import agent; agent.main()'
+

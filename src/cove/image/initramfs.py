@@ -6,9 +6,12 @@ with that VM's own config (the kernel unpacks concatenated newc archives in orde
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import lzma
+import marshal
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -20,12 +23,25 @@ from cove.image.kernel import KernelArtifact
 from cove.image.modules import module_closure, read_dep_table
 from cove.proc import require_tool
 
-AGENT_MODULES = ("agent.py", "link.py", "proto.py", "reactor.py", "services.py")
+AGENT_MODULES = ("agent.py", "lean.py", "link.py", "proto.py", "reactor.py", "services.py")
 
 
 def agent_sources() -> dict[str, bytes]:
     package = resources.files("cove.guest")
     return {name: package.joinpath(name).read_bytes() for name in AGENT_MODULES}
+
+
+def bytecode(name: str, source: bytes) -> tuple[str, bytes]:
+    """(path, .pyc) for a module, so the guest never compiles the agent at boot.
+
+    Unchecked-hash pycs need no matching mtime. A guest Python of another version ignores
+    them (the cache tag differs) and compiles the source instead.
+    """
+    code = compile(source, f"/cove/{name}", "exec", dont_inherit=True)
+    data = importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little")  # hash-based, unchecked
+    data += importlib.util.source_hash(source) + marshal.dumps(code)
+    stem = name.removesuffix(".py")
+    return f"cove/__pycache__/{stem}.{sys.implementation.cache_tag}.pyc", data
 
 
 def init_script() -> bytes:
@@ -73,13 +89,15 @@ def build_initramfs(kernel: KernelArtifact, modules: list[str], cache: Cache) ->
     busybox = busybox_path()
     sources = agent_sources()
     key = content_key(["initramfs", kernel.version, paths, file_digest(busybox),
+                       sys.implementation.cache_tag,
                        {name: content_key(data.decode()) for name, data in sources.items()},
                        content_key(init_script().decode())])
 
     def build(out: Path) -> None:
         with (out / "initramfs.cpio").open("wb") as handle:
             writer = CpioWriter(handle)
-            for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "cove"):
+            for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "cove",
+                              "cove/__pycache__"):
                 writer.directory(directory)
             writer.file("bin/busybox", busybox.read_bytes(), 0o755)
             writer.file("init", init_script(), 0o755)
@@ -92,6 +110,7 @@ def build_initramfs(kernel: KernelArtifact, modules: list[str], cache: Cache) ->
             writer.file("cove/modules", "".join(f"{n}\n" for n in names).encode())
             for name, data in sources.items():
                 writer.file(f"cove/{name}", data)
+                writer.file(*bytecode(name, data))
             writer.close()
 
     return cache.get_or_build("initramfs", key, build) / "initramfs.cpio"

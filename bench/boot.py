@@ -1,0 +1,165 @@
+"""Boot benchmark: bare QEMU to a Python marker vs `cove run -- true` vs agent ping.
+
+Same kernel and root image for all three. Run: .venv/bin/python -m bench.boot [-n 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import median, print_table, write_json
+from cove.image.build import Artifacts, build_artifacts
+from cove.image.cache import Cache
+from cove.image.cpio import CpioWriter
+from cove.image.initramfs import busybox_path, module_paths
+from cove.plan import HostFacts, Plan, make_plan
+from cove.runtime.machine import Machine
+from cove.runtime.vmdir import VmDir
+from cove.spec import load_spec
+from cove.vmm.accel import decide_accel, host_tsc_khz
+from cove.vmm.qemu import BootFiles, Sockets, qemu_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = ROOT / "examples" / "hello"
+MARKER = b"cove-bench-python-marker"
+BARE_INIT = f"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t devtmpfs dev /dev
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+while read -r m; do insmod /lib/modules/$m; done < /modules
+mkdir /root
+for b in /sys/block/vd*; do dev=/dev/${{b##*/}}; done
+mount -t erofs -o ro $dev /root
+mount -t devtmpfs dev /root/dev
+chroot /root /usr/bin/python3 -S -c 'print("{MARKER.decode()}")'
+poweroff -f
+"""
+
+
+def bare_initramfs(artifacts: Artifacts, plan: Plan, out: Path) -> None:
+    """Busybox, the same modules, and an init that only runs Python once."""
+    paths = module_paths(artifacts.kernel, list(plan.modules))
+    modules_dir = artifacts.kernel.modules
+    assert modules_dir is not None
+    with out.open("wb") as handle:
+        writer = CpioWriter(handle)
+        for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules"):
+            writer.directory(directory)
+        writer.file("bin/busybox", busybox_path().read_bytes(), 0o755)
+        writer.file("init", BARE_INIT.encode(), 0o755)
+        names = [Path(p).name for p in paths]
+        for relative, name in zip(paths, names, strict=True):
+            writer.file(f"lib/modules/{name}", (modules_dir / relative).read_bytes())
+        writer.file("modules", "".join(f"{n}\n" for n in names).encode())
+        writer.close()
+
+
+def time_bare(artifacts: Artifacts, plan: Plan, workdir: Path) -> float:
+    initrd = workdir / "bare.cpio"
+    if not initrd.exists():
+        bare_initramfs(artifacts, plan, initrd)
+    sockets = Sockets(workdir / "q.sock", workdir / "a.sock", workdir / "console.log")
+    argv = qemu_argv(plan, BootFiles(artifacts.kernel.vmlinux, initrd, artifacts.root.path),
+                     sockets)
+    argv = ["stdio" if a == "chardev:console" else a for a in argv]  # marker on our stdout
+    start = time.monotonic()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    seen = b""
+    while MARKER not in seen:
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            raise RuntimeError("bare boot ended without the marker")
+        seen += chunk
+    elapsed = time.monotonic() - start
+    process.wait(timeout=30)
+    return elapsed
+
+
+def time_cli_true(env: dict[str, str]) -> float:
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "cove.cli.main", "run", str(HELLO), "--", "true"],
+                   check=True, env=env, capture_output=True)
+    return time.monotonic() - start
+
+
+async def time_ping(plan: Plan, artifacts: Artifacts) -> float:
+    start = time.monotonic()
+    async with Machine(plan, artifacts, VmDir.for_name(plan.name), lambda _f: None) as machine:
+        await machine.start()
+        assert machine.agent is not None
+        await machine.agent.request("ping")
+        return time.monotonic() - start
+
+
+def time_build(env: dict[str, str]) -> float:
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "cove.cli.main", "build", str(HELLO)], check=True,
+                   env=env, capture_output=True)
+    return time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=5, help="boots per variant (>= 5)")
+    parser.add_argument("--skip-cold", action="store_true", help="skip the cold build")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cove-bench-") as tmp:
+        run(Path(tmp), max(args.n, 5), args.skip_cold)
+
+
+def run(tmp: Path, n: int, skip_cold: bool) -> None:
+    env = {**os.environ}
+    cold = None
+    if not skip_cold:
+        cold_env = {**env, "COVE_HOME": str(tmp / "cold-home")}
+        cold = time_build(cold_env)
+        shutil.rmtree(tmp / "cold-home")
+    noop = median([time_build(env) for _ in range(3)])
+    spec = load_spec(HELLO)
+    artifacts = build_artifacts(spec, Cache(Path(env.get("COVE_HOME", "/var/lib/cove"))
+                                            / "cache") if "COVE_HOME" in env else None)
+    plan = make_plan(spec, HostFacts(decide_accel(spec.accel), host_tsc_khz()),
+                     artifacts.kernel, with_services=False)
+    plan = Plan(**{**plan.__dict__, "ports": ()})
+    bare, cli, ping = [], [], []
+    for _ in range(n):  # interleaved, so drift in the machine's load hits all alike
+        bare.append(time_bare(artifacts, plan, tmp))
+        cli.append(time_cli_true(env))
+        ping.append(asyncio.run(time_ping(plan, artifacts)))
+    report(n, bare, cli, ping, noop, cold, artifacts.root.size)
+
+
+def report(n: int, bare: list[float], cli: list[float], ping: list[float], noop: float,
+           cold: float | None, size: int) -> None:
+    a, b, c = median(bare), median(cli), median(ping)
+    rows = [
+        ("(a) bare QEMU to Python marker", f"{a:.2f} s  (median of {n})"),
+        ("(b) cove run -- true, to exit", f"{b:.2f} s  (b/a = {b / a:.2f})"),
+        ("(c) cove run until agent ping", f"{c:.2f} s  (c/a = {c / a:.2f}, goal <= 1.10)"),
+        ("cove build, no-op", f"{noop * 1000:.0f} ms"),
+        ("cove build, cold (kernel fetch included)",
+         f"{cold:.1f} s" if cold is not None else "skipped"),
+        ("root image (erofs lz4hc)", f"{size / 2**20:.1f} MiB"),
+    ]
+    print_table("boot benchmark (hello, TCG)", rows)
+    path = write_json("boot", {
+        "n": n, "bare_s": bare, "cli_true_s": cli, "agent_ping_s": ping,
+        "median": {"bare": a, "cli_true": b, "agent_ping": c},
+        "ratio": {"b_over_a": b / a, "c_over_a": c / a},
+        "build_noop_s": noop, "build_cold_s": cold, "root_image_bytes": size,
+    })
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
