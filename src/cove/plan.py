@@ -12,7 +12,7 @@ from typing import Any
 from cove.errors import die
 from cove.image.kernel import KernelArtifact
 from cove.image.modules import modules_to_load
-from cove.spec.model import Port, Spec
+from cove.spec.model import Port, Proto, Spec
 from cove.vmm.accel import AccelDecision
 
 ROOT_SERIAL = "cove-root"
@@ -46,8 +46,20 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["ports"] = [str(p) for p in self.ports]
+        data["ports"] = [{**asdict(p), "proto": p.proto.value} for p in self.ports]
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        return cls(**{
+            **data,
+            "accel": AccelDecision(**data["accel"]),
+            "features": tuple(data["features"]),
+            "modules": tuple(data["modules"]),
+            "cmdline": tuple(data["cmdline"]),
+            "ports": tuple(Port(p["host"], p["guest"], Proto(p["proto"]), p["bind"])
+                           for p in data["ports"]),
+        })
 
 
 def kernel_arg(key: str, value: str | int | None = None) -> str:
@@ -78,7 +90,8 @@ def kernel_cmdline(accel: str, tsc_khz: int | None, extra: str) -> tuple[str, ..
 def agent_config(spec: Spec, with_services: bool) -> dict[str, Any]:
     services = {
         s.name: {"command": s.command, "pre_start": s.pre_start, "env": dict(s.env),
-                 "restart": s.restart.value, "stop_timeout": s.stop_timeout}
+                 "restart": s.restart.value, "stop_timeout": s.stop_timeout,
+                 "health": asdict(s.health) if s.health else None}
         for s in spec.services
     } if with_services else {}
     return {"name": spec.name, "env": dict(spec.env), "services": services}

@@ -40,6 +40,13 @@ def cove_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["COVE_HOME"] = saved
 
 
+@pytest.fixture(scope="session")
+def plain_spec(cove_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """hello's packages and name, but no host ports: for tests that run a command."""
+    text = HELLO.read_text().split("[[ports]]")[0]
+    return write_spec(tmp_path_factory.mktemp("plain") / "hello", text)
+
+
 def cove_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "cove.cli.main", *args]
 

@@ -51,17 +51,17 @@ def test_hello_answers_and_ctrl_c_leaves_nothing(cove_home: Path, tmp_path: Path
     assert "Traceback" not in err
 
 
-def test_command_exit_code_and_output_relayed(cove_home: Path) -> None:
+def test_command_exit_code_and_output_relayed(plain_spec: Path) -> None:
     result = subprocess.run(
-        cove_argv("run", str(HELLO), "--", "sh", "-c", "echo out; echo err >&2; exit 7"),
+        cove_argv("run", str(plain_spec), "--", "sh", "-c", "echo out; echo err >&2; exit 7"),
         capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 7, result.stderr
     assert result.stdout == "out\n"
     assert "err\n" in result.stderr
 
 
-def test_command_sees_guest_not_host(cove_home: Path) -> None:
-    result = subprocess.run(cove_argv("run", str(HELLO), "-e", "GREETING=hi", "--", "sh", "-c",
+def test_command_sees_guest_not_host(plain_spec: Path) -> None:
+    result = subprocess.run(cove_argv("run", str(plain_spec), "-e", "GREETING=hi", "--", "sh", "-c",
                                       "uname -r; hostname; echo $GREETING; id -u"),
                             capture_output=True, text=True, timeout=120, check=True)
     kernel, hostname, greeting, uid = result.stdout.split()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -16,6 +15,13 @@ from cove.spec.load import SpecError
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path), default=Path("."))
 ACCEL_OPT = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
                          help="Override the accelerator decision.")
+
+
+PORT_OPT = click.option("-p", "--publish", "ports", multiple=True,
+                        metavar="[BIND:]HOST:GUEST[/udp]",
+                        help="Forward a host port into the guest (repeatable).")
+ENV_OPT = click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE",
+                       help="Set an environment variable for services and commands.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,10 +74,8 @@ def plan(spec: Path, accel: str | None, as_json: bool) -> None:
 @SPEC_ARG
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @ACCEL_OPT
-@click.option("-p", "--publish", "ports", multiple=True, metavar="[BIND:]HOST:GUEST[/udp]",
-              help="Forward a host port into the guest (repeatable).")
-@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE",
-              help="Set an environment variable for services and the command.")
+@PORT_OPT
+@ENV_OPT
 @click.option("--name", default=None, help="Run under another name than the spec's.")
 def run(spec: Path, command: tuple[str, ...], accel: str | None, ports: tuple[str, ...],
         env: tuple[str, ...], name: str | None) -> None:
@@ -84,6 +88,144 @@ def run(spec: Path, command: tuple[str, ...], accel: str | None, ports: tuple[st
 
     argv = list(command[1:] if command[:1] == ("--",) else command)
     sys.exit(run_command(spec, argv or None, accel, ports, env, name))
+
+
+@cli.command()
+@SPEC_ARG
+@click.option("-d", "--detach", is_flag=True, help="Return once healthy; the VM runs on.")
+@PORT_OPT
+@ENV_OPT
+@click.option("--name", default=None, help="Run under another name than the spec's.")
+@ACCEL_OPT
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for healthy.")
+@click.option("--no-wait", is_flag=True, help="Return once booted, without waiting for health.")
+def up(spec: Path, detach: bool, ports: tuple[str, ...], env: tuple[str, ...], name: str | None,
+       accel: str | None, timeout: float, no_wait: bool) -> None:
+    """Start a VM in the background (kept by the cove daemon) and wait until it is healthy.
+
+    Without -d, follow its logs afterwards; Ctrl-C then stops it.
+    """
+    from cove.cli.vms import up_command
+
+    up_command(spec, detach, ports, env, name, accel, timeout, no_wait)
+
+
+@cli.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def ls_command(as_json: bool) -> None:
+    """List VMs: NAME STATE HEALTH PORTS UPTIME CPU MEM."""
+    from cove.cli.vms import print_ls
+    from cove.client import Client
+
+    vms = Client().list()
+    if as_json:
+        click.echo(json.dumps(vms, indent=2))
+    else:
+        print_ls(vms)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--tail", "count", type=int, default=None, help="Only the last N lines.")
+@click.option("-s", "--service", default=None, help="Only this service.")
+@click.option("--console", is_flag=True, help="The guest's serial console instead.")
+@click.option("--no-timestamps", is_flag=True, help="Leave out timestamps.")
+def logs(name: str, follow: bool, count: int | None, service: str | None, console: bool,
+         no_timestamps: bool) -> None:
+    """Print a VM's service logs (kept across restarts and daemon restarts)."""
+    from cove.cli.vms import follow_logs
+    from cove.client import Client
+
+    client = Client()
+    if console:
+        click.echo(client.console_log(name, count or 100), nl=False)
+        return
+    follow_logs(client, name, count, follow, service, not no_timestamps)
+
+
+@cli.command(name="exec")
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("-i", "--interactive", is_flag=True, help="Pass our stdin to the command.")
+@click.option("-t", "--tty", "use_tty", is_flag=True, help="Give the command a terminal.")
+@ENV_OPT
+@click.option("-w", "--workdir", default=None, help="Working directory in the guest.")
+@click.option("-u", "--user", default=None, help="User name or uid in the guest.")
+def exec_command(name: str, command: tuple[str, ...], interactive: bool, use_tty: bool,
+                 env: tuple[str, ...], workdir: str | None, user: str | None) -> None:
+    """Run a command in a running VM; its exit code becomes ours."""
+    import asyncio
+
+    from cove.cli.attach import exec_remote
+    from cove.client import Client
+    from cove.spec.overrides import parse_env
+
+    client = Client()
+    client.get(name)  # a clear error if there is no such VM
+    code = asyncio.run(exec_remote(client, name, list(command), dict(map(parse_env, env)),
+                                   workdir, user, interactive or use_tty, use_tty))
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("name")
+def console(name: str) -> None:
+    """Attach to a VM's serial console (Ctrl-] detaches)."""
+    import asyncio
+
+    from cove.cli.attach import console_remote
+    from cove.client import Client
+
+    client = Client()
+    client.get(name)
+    asyncio.run(console_remote(client, name))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--timeout", default=20.0, show_default=True, help="Seconds for a graceful stop.")
+def restart(name: str, timeout: float) -> None:
+    """Stop a VM gracefully and boot it again."""
+    from cove.client import Client
+
+    vm = Client().restart(name, timeout)
+    click.echo(f"{name} restarted ({vm['state']})")
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_vms", is_flag=True, help="Stop every VM.")
+@click.option("--timeout", default=20.0, show_default=True,
+              help="Seconds for the graceful stop (agent, then ACPI) before QEMU is killed.")
+def down(names: tuple[str, ...], all_vms: bool, timeout: float) -> None:
+    """Stop VMs gracefully and forget them (their logs stay)."""
+    from cove.cli.vms import down_command
+
+    down_command(names, all_vms, timeout)
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@click.option("-n", "--tail", "count", type=int, default=100, show_default=True)
+@click.option("--vm", default=None, help="Only this VM's events.")
+def events(follow: bool, count: int, vm: str | None) -> None:
+    """Lifecycle events as JSON lines (started, healthy, exited, restarted, ...)."""
+    from cove.client import Client
+
+    try:
+        for event in Client().events(follow, count, vm):
+            click.echo(json.dumps(event))
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command(hidden=True)
+def daemon() -> None:
+    """Run the cove daemon in the foreground (the CLI starts it on demand)."""
+    from cove.runtime.daemon import main as daemon_main
+
+    daemon_main()
 
 
 def main() -> None:
@@ -101,8 +243,6 @@ def main() -> None:
         error.show()
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
-    except asyncio.CancelledError:
         sys.exit(130)
 
 

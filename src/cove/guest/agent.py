@@ -61,6 +61,8 @@ class Agent:
                              self.greet)
         self.logs: dict[str, deque[tuple[float, int, str]]] = {}
         self.channels: dict[int, Child] = {}
+        self.stdin_pending: dict[int, bytearray] = {}
+        self.stdin_eof: set[int] = set()
         self.next_channel = 1
         self.shutting_down = False
         self.finished = False
@@ -96,6 +98,9 @@ class Agent:
         kind = frame.get("t")
         if kind == "in":
             self.exec_input(frame)
+            return
+        if kind == "resize":
+            self.exec_resize(frame)
             return
         if kind != "req":
             return
@@ -137,6 +142,9 @@ class Agent:
         if not isinstance(argv, list) or not argv:
             raise ValueError("exec needs a non-empty argv")
         env = {**BASE_ENV, **self.config.get("env", {}), **frame.get("env", {})}  # type: ignore[dict-item]
+        user = lookup_user(str(frame["user"])) if frame.get("user") else None
+        if user is not None:
+            env["HOME"], env["USER"] = user[2], str(frame["user"])
         channel = self.next_channel
         self.next_channel += 1
         child = self.reactor.spawn(
@@ -145,27 +153,64 @@ class Agent:
                                              "data": b64(data)}),
             lambda code: self.exec_exited(channel, code),
             cwd=str(frame["cwd"]) if frame.get("cwd") else None,
-            stdin=bool(frame.get("stdin")))
+            stdin=bool(frame.get("stdin")), user=user[:2] if user else None,
+            tty=bool(frame.get("tty")))
         self.channels[channel] = child
+        if frame.get("tty") and frame.get("rows"):
+            self.exec_resize({"ch": channel, "rows": frame["rows"], "cols": frame.get("cols")})
         return {"ch": channel, "pid": child.pid}
 
     def exec_exited(self, channel: int, code: int) -> None:
         self.channels.pop(channel, None)
+        self.stdin_pending.pop(channel, None)
+        self.stdin_eof.discard(channel)
         self.link.send({"t": "exit", "ch": channel, "code": code})
 
     def exec_input(self, frame: dict[str, object]) -> None:
         channel = frame.get("ch")
+        if not isinstance(channel, int) or channel not in self.channels:
+            return
+        pending = self.stdin_pending.setdefault(channel, bytearray())
+        if frame.get("data"):
+            pending += binascii.a2b_base64(str(frame["data"]))
+        if frame.get("eof"):
+            self.stdin_eof.add(channel)
+        self.flush_stdin(channel)
+
+    def flush_stdin(self, channel: int) -> None:
+        """Write queued input without blocking the agent; close stdin after EOF."""
+        child = self.channels.get(channel)
+        pending = self.stdin_pending.get(channel)
+        if child is None or child.stdin_fd is None or pending is None:
+            return
+        try:
+            written = os.write(child.stdin_fd, pending) if pending else 0
+        except BlockingIOError:
+            written = 0
+        except OSError:  # the command closed its stdin: drop the rest
+            written = len(pending)
+        del pending[:written]
+        if pending:
+            self.reactor.later(0.05, lambda: self.flush_stdin(channel))
+        elif channel in self.stdin_eof:
+            os.close(child.stdin_fd)
+            child.stdin_fd = None
+
+    def exec_resize(self, frame: dict[str, object]) -> None:
+        channel = frame.get("ch")
         child = self.channels.get(channel) if isinstance(channel, int) else None
         if child is None or child.stdin_fd is None:
             return
-        if frame.get("data"):
-            try:
-                os.write(child.stdin_fd, binascii.a2b_base64(str(frame["data"])))
-            except OSError:
-                pass
-        if frame.get("eof"):
-            os.close(child.stdin_fd)
-            child.stdin_fd = None
+        import fcntl
+        import struct
+        import termios
+
+        size = struct.pack("HHHH", int(frame.get("rows") or 24),  # type: ignore[call-overload]
+                           int(frame.get("cols") or 80), 0, 0)  # type: ignore[call-overload]
+        try:
+            fcntl.ioctl(child.stdin_fd, termios.TIOCSWINSZ, size)
+        except OSError:
+            pass
 
     def op_shutdown(self, _frame: dict[str, object]) -> dict[str, object]:
         self.reactor.later(0, self.shutdown)
@@ -244,6 +289,19 @@ class Agent:
         self.start()
         while True:
             self.reactor.run_once()
+
+
+def lookup_user(name: str) -> tuple[int, int, str]:
+    """(uid, gid, home) of a user name or numeric uid, from /etc/passwd."""
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        if name.isdigit():
+            return int(name), int(name), "/"
+        raise ValueError(f"no user {name!r} in the guest's /etc/passwd") from None
+    return entry.pw_uid, entry.pw_gid, entry.pw_dir
 
 
 def main() -> None:

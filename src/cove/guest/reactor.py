@@ -146,7 +146,7 @@ class Reactor:
         while True:
             try:
                 data = os.read(fd, CHUNK)
-            except BlockingIOError:
+            except OSError:  # EAGAIN; EIO from a pty whose other side is gone
                 break
             if not data:
                 break
@@ -160,6 +160,8 @@ class Reactor:
             data = os.read(fd, CHUNK)
         except BlockingIOError:
             return
+        except OSError:
+            data = b""
         if data:
             child.on_output(child.outputs[fd], data)
         elif revents & CLOSED or not data:
@@ -168,8 +170,11 @@ class Reactor:
             _close(fd)
 
     def spawn(self, argv: list[str], env: dict[str, str], on_output: OutputHandler,
-              on_exit: ExitHandler, cwd: str | None = None, stdin: bool = False) -> Child:
-        """Start argv in its own session with piped stdout/stderr; returns the Child."""
+              on_exit: ExitHandler, cwd: str | None = None, stdin: bool = False,
+              user: tuple[int, int] | None = None, tty: bool = False) -> Child:
+        """Start argv in its own session with piped (or pty) output; returns the Child."""
+        if tty:
+            return self._spawn_tty(argv, env, on_output, on_exit, cwd, user)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         if stdin:
@@ -178,12 +183,27 @@ class Reactor:
             in_r, in_w = os.open("/dev/null", os.O_RDONLY), -1
         pid = os.fork()
         if pid == 0:
-            _exec_child(argv, env, cwd, in_r, out_w, err_w)
+            _exec_child(argv, env, cwd, (in_r, out_w, err_w), user, None)
         for fd in (in_r, out_w, err_w):
             os.close(fd)
-        child = Child(pid, {out_r: 1, err_r: 2}, in_w if stdin else None, on_output, on_exit)
-        self.children[pid] = child
-        for fd in (out_r, err_r):
+        if stdin:
+            os.set_blocking(in_w, False)
+        return self._track(Child(pid, {out_r: 1, err_r: 2}, in_w if stdin else None,
+                                 on_output, on_exit))
+
+    def _spawn_tty(self, argv: list[str], env: dict[str, str], on_output: OutputHandler,
+                   on_exit: ExitHandler, cwd: str | None, user: tuple[int, int] | None) -> Child:
+        master, slave = os.openpty()
+        pid = os.fork()
+        if pid == 0:
+            os.close(master)
+            _exec_child(argv, env, cwd, (slave, slave, slave), user, slave)
+        os.close(slave)
+        return self._track(Child(pid, {master: 1}, os.dup(master), on_output, on_exit))
+
+    def _track(self, child: Child) -> Child:
+        self.children[child.pid] = child
+        for fd in child.outputs:
             os.set_blocking(fd, False)
             self.watch(fd, READ, self._reader(child, fd))
         return child
@@ -192,17 +212,26 @@ class Reactor:
         return lambda revents: self._pipe_readable(child, fd, revents)
 
 
-def _exec_child(argv: list[str], env: dict[str, str], cwd: str | None, stdin_fd: int,
-                stdout_fd: int, stderr_fd: int) -> None:
+def _exec_child(argv: list[str], env: dict[str, str], cwd: str | None,
+                stdio: tuple[int, int, int], user: tuple[int, int] | None,
+                controlling_tty: int | None) -> None:
     try:
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM, signal.SIGINT,
                        signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         os.setsid()
-        os.dup2(stdin_fd, 0)
-        os.dup2(stdout_fd, 1)
-        os.dup2(stderr_fd, 2)
+        if controlling_tty is not None:
+            import fcntl
+            import termios
+
+            fcntl.ioctl(controlling_tty, termios.TIOCSCTTY, 0)
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user[1])
+            os.setuid(user[0])
         if cwd:
             os.chdir(cwd)
         os.execvpe(argv[0], argv, env)

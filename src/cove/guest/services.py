@@ -6,8 +6,10 @@ import os
 import time
 
 if __package__:
+    from cove.guest.health import HealthCheck
     from cove.guest.lean import signal
 else:
+    from health import HealthCheck  # type: ignore[import-not-found,no-redef]
     from lean import signal  # type: ignore[import-not-found,no-redef]
 
 TYPE_CHECKING = False
@@ -54,11 +56,18 @@ class Service:
         self.timer: Timer | None = None
         self.stopping = False
         self.on_stopped: Callable[[], None] | None = None
+        health = spec.get("health")
+        self.health = HealthCheck(reactor, name, health, env, emit) \
+            if isinstance(health, dict) else None
 
     def status(self) -> dict[str, object]:
-        return {"state": self.state, "pid": self.child.pid if self.child else None,
-                "restarts": self.restarts, "exit_code": self.last_code,
-                "since": self.started_at}
+        status: dict[str, object] = {
+            "state": self.state, "pid": self.child.pid if self.child else None,
+            "restarts": self.restarts, "exit_code": self.last_code, "since": self.started_at,
+            "health": self.health.state if self.health else None}
+        if self.health is not None and self.health.output:
+            status["health_output"] = self.health.output
+        return status
 
     def start(self) -> None:
         self.timer = None
@@ -77,10 +86,14 @@ class Service:
             self._exited)
         if phase == "main":
             self.emit({"kind": "started", "svc": self.name, "pid": self.child.pid})
+            if self.health is not None:
+                self.health.start()
 
     def _exited(self, code: int) -> None:
         self.child = None
         self.last_code = code
+        if self.health is not None:
+            self.health.stop()
         if self.stopping:
             self._stopped()
             return

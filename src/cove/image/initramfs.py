@@ -23,12 +23,13 @@ from cove.image.kernel import KernelArtifact
 from cove.image.modules import module_closure, read_dep_table
 from cove.proc import require_tool
 
-AGENT_MODULES = ("agent.py", "lean.py", "link.py", "proto.py", "reactor.py", "services.py")
-
 
 def agent_sources() -> dict[str, bytes]:
+    """Every module of cove.guest: the agent runs them as plain modules next to each other."""
     package = resources.files("cove.guest")
-    return {name: package.joinpath(name).read_bytes() for name in AGENT_MODULES}
+    return {entry.name: entry.read_bytes() for entry in sorted(package.iterdir(),
+                                                                key=lambda e: e.name)
+            if entry.name.endswith(".py") and entry.name != "__init__.py"}
 
 
 def bytecode(name: str, source: bytes) -> tuple[str, bytes]:

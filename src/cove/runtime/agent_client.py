@@ -33,6 +33,7 @@ class AgentClient:
         self.ids = itertools.count(1)
         self.pending: dict[int, asyncio.Future[Frame]] = {}
         self.streams: dict[int, ExecStream] = {}
+        self.exec_requests: set[int] = set()
         self.hello: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task[None] | None = None
@@ -70,6 +71,10 @@ class AgentClient:
             if not self.hello.done():
                 self.hello.set_result(frame)
         elif kind == "res":
+            if frame.get("id") in self.exec_requests and frame.get("ok"):
+                # register now: output may follow in the same read, before the caller runs
+                self.streams[int(frame["ch"])] = ExecStream()
+            self.exec_requests.discard(frame.get("id", -1))
             future = self.pending.pop(frame.get("id", -1), None)
             if future is not None and not future.done():
                 future.set_result(frame)
@@ -88,6 +93,8 @@ class AgentClient:
 
     async def request(self, op: str, **args: Any) -> Frame:
         request_id = next(self.ids)
+        if op == "exec":
+            self.exec_requests.add(request_id)
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
         self.send({"t": "req", "id": request_id, "op": op, **args})
@@ -96,12 +103,17 @@ class AgentClient:
             raise AgentError(f"the guest agent refused {op}: {reply.get('error')}")
         return reply
 
+    async def open_exec(self, **args: Any) -> tuple[int, ExecStream]:
+        """Start a command; its `out` and `exit` frames arrive on the returned stream."""
+        reply = await self.request("exec", **args)
+        channel = int(reply["ch"])
+        return channel, self.streams[channel]
+
     async def exec(self, argv: list[str], on_output: Callable[[int, bytes], None],
                    env: dict[str, str] | None = None, stdin: bytes | None = None) -> int:
         """Run argv in the guest, stream its output, return its exit code."""
-        reply = await self.request("exec", argv=argv, env=env or {}, stdin=stdin is not None)
-        channel = int(reply["ch"])
-        stream = self.streams[channel] = ExecStream()
+        channel, stream = await self.open_exec(argv=argv, env=env or {},
+                                               stdin=stdin is not None)
         if stdin is not None:
             self.send({"t": "in", "ch": channel, "data": base64.b64encode(stdin).decode(),
                        "eof": True})

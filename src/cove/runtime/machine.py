@@ -23,6 +23,7 @@ from cove.image.build import Artifacts
 from cove.image.initramfs import write_initrd
 from cove.plan import Plan
 from cove.runtime.agent_client import AgentClient, AgentError, Frame
+from cove.runtime.process import Adopted, VmProcess
 from cove.runtime.vmdir import VmDir
 from cove.spec.model import Port, Proto
 from cove.vmm.qemu import BootFiles, qemu_argv
@@ -77,25 +78,50 @@ class Machine:
         self.artifacts = artifacts
         self.dir = vm_dir
         self.on_frame = on_frame
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: VmProcess | None = None
         self.agent: AgentClient | None = None
         self.lock_fd: int | None = None
         self.started_at = 0.0
         self.ready_at = 0.0
 
     async def __aenter__(self) -> Machine:
-        self.lock_fd = self.dir.claim()
+        self.claim()
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         trace: TracebackType | None) -> None:
         with contextlib.suppress(Exception):
             await asyncio.shield(self.stop())
+        await self.release()
+
+    def claim(self, adopt: bool = False) -> None:
+        self.lock_fd = self.dir.claim(adopt)
+
+    async def release(self) -> None:
+        """Drop the agent channel and the name; the run dir goes only if QEMU is gone."""
         if self.agent is not None:
             await self.agent.close()
+            self.agent = None
         if self.lock_fd is not None:
-            self.dir.release(self.lock_fd)
+            if self.running:
+                os.close(self.lock_fd)
+            else:
+                self.dir.release(self.lock_fd)
             self.lock_fd = None
+
+    async def adopt(self, timeout: float = 5.0) -> None:
+        """Take over a QEMU a previous daemon started: pidfd, then the agent channel."""
+        pid = self.dir.running_pid()
+        if pid is None:
+            raise BootError(f"{self.plan.name}: its QEMU is no longer running")
+        self.process = Adopted(pid)
+        self.agent = AgentClient(self.dir.sockets.agent, self.on_frame)
+        try:
+            await asyncio.wait_for(self._connect_and_greet(self.agent), timeout)
+        except TimeoutError:
+            raise AgentError(f"{self.plan.name}: the agent did not answer within "
+                             f"{timeout:.0f} s") from None
+        self.ready_at = time.monotonic()
 
     async def start(self) -> None:
         check_ports_free(self.plan.ports)
@@ -155,6 +181,7 @@ class Machine:
         return await self.agent.exec(argv, on_output, env, stdin)
 
     async def wait(self) -> int:
+        """QEMU's exit status (-1 for an adopted QEMU, whose status cannot be read)."""
         assert self.process is not None
         return await self.process.wait()
 

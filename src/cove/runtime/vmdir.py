@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cove.errors import die
 from cove.home import cove_home
+from cove.runtime.process import running_qemu
 from cove.vmm.qemu import Sockets
 
 UNIX_PATH_MAX = 107
@@ -31,7 +32,17 @@ class VmDir:
     @property
     def sockets(self) -> Sockets:
         return Sockets(qmp=self.run / "qmp.sock", agent=self.run / "agent.sock",
-                       console_log=self.root / "console.log")
+                       console_log=self.root / "console.log",
+                       console=self.run / "console.sock")
+
+    @property
+    def record(self) -> Path:
+        """What the daemon needs to boot this VM again or adopt it: see state.py."""
+        return self.root / "vm.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
 
     @property
     def initrd(self) -> Path:
@@ -45,8 +56,15 @@ class VmDir:
     def pidfile(self) -> Path:
         return self.run / "qemu.pid"
 
-    def claim(self) -> int:
-        """Take the VM's lock for this process's lifetime: one owner per name."""
+    def running_pid(self) -> int | None:
+        return running_qemu(self.pidfile, self.run)
+
+    def claim(self, adopt: bool = False) -> int:
+        """Take the VM's lock for this process's lifetime: one owner per name.
+
+        With adopt, a QEMU left running by a previous owner is kept (and its run dir);
+        otherwise a running one means the name is taken.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         for path in (self.sockets.qmp, self.sockets.agent):
@@ -56,12 +74,15 @@ class VmDir:
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not adopt and self.running_pid() is not None:
+                raise BlockingIOError
         except BlockingIOError:
             os.close(fd)
             die(f"a VM named {self.root.name!r} is already running",
                 "stop it first, or give this one another name (--name)")
-        shutil.rmtree(self.run, ignore_errors=True)
-        self.run.mkdir(mode=0o700)
+        if not adopt:
+            shutil.rmtree(self.run, ignore_errors=True)
+            self.run.mkdir(mode=0o700)
         return fd
 
     def release(self, lock_fd: int) -> None:

@@ -7,7 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from cove.errors import CoveError, die
-from cove.spec.model import Accel, Hypervisor, Kernel, Port, Proto, Restart, Service, Source, Spec
+from cove.spec.model import (
+    Accel,
+    Health,
+    Hypervisor,
+    Kernel,
+    Port,
+    Proto,
+    Restart,
+    Service,
+    Source,
+    Spec,
+    VmRestart,
+)
 from cove.spec.settings import TOP_SETTINGS
 from cove.spec.validate import Checker, Problem
 
@@ -80,9 +92,11 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
     services = tuple(
         Service(name=name, command=body["command"], pre_start=body["pre_start"],
                 env=dict(body["env"]), restart=Restart(body["restart"]),
-                stop_timeout=body["stop_timeout"])
+                stop_timeout=body["stop_timeout"],
+                health=Health(**body["health"]) if body.get("health") else None)
         for name, body in values["services"].items()
     )
+    restart = values["restart"] or {}
     ports = tuple(Port(host=p["host"], guest=p["guest"], proto=Proto(p["proto"]), bind=p["bind"])
                   for p in values["ports"])
     kernel = values["kernel"] or {}
@@ -101,4 +115,6 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
         source=Source(values["source"]),
         hypervisor=Hypervisor(values["hypervisor"]),
         accel=Accel(values["accel"]),
+        restart=VmRestart(policy=Restart(restart.get("policy", "on-failure")),
+                          max=restart.get("max", 5)),
     )

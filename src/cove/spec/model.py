@@ -45,6 +45,21 @@ class Port:
 
 
 @dataclass(frozen=True)
+class Health:
+    command: str
+    interval: float = 5.0
+    timeout: float = 2.0
+    retries: int = 3
+    start_period: float = 0.0
+
+
+@dataclass(frozen=True)
+class VmRestart:
+    policy: Restart = Restart.ON_FAILURE
+    max: int = 5
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     command: str
@@ -52,6 +67,7 @@ class Service:
     env: Mapping[str, str] = field(default_factory=dict)
     restart: Restart = Restart.ON_FAILURE
     stop_timeout: float = 5.0
+    health: Health | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,7 @@ class Spec:
     ports: tuple[Port, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     kernel: Kernel = Kernel()
+    restart: VmRestart = VmRestart()
     source: Source = Source.HOST
     hypervisor: Hypervisor = Hypervisor.QEMU
     accel: Accel = Accel.AUTO

@@ -37,9 +37,12 @@ def apply_overrides(spec: Spec, ports: tuple[str, ...] = (), env: tuple[str, ...
                     name: str | None = None) -> Spec:
     changes: dict[str, object] = {}
     if ports:
+        # -p for a guest port the spec already forwards moves that forward (a second
+        # instance of a spec needs other host ports); other -p add forwards
         extra = [parse_port(p) for p in ports]
-        taken = {(p.bind, p.host, p.proto) for p in extra}
-        kept = tuple(p for p in spec.ports if (p.bind, p.host, p.proto) not in taken)
+        moved = {(p.guest, p.proto) for p in extra} | {(p.bind, p.host, p.proto) for p in extra}
+        kept = tuple(p for p in spec.ports
+                     if (p.guest, p.proto) not in moved and (p.bind, p.host, p.proto) not in moved)
         changes["ports"] = kept + tuple(extra)
     if env:
         changes["env"] = {**spec.env, **dict(parse_env(e) for e in env)}

@@ -45,6 +45,17 @@ def choices(enum_type: type[enum.StrEnum]) -> tuple[str, ...]:
     return tuple(member.value for member in enum_type)
 
 
+HEALTH_SETTINGS = (
+    Setting("command", Kind.STR, "Check run with /bin/sh -c in the guest; exit 0 means healthy.",
+            required=True, example="curl -sf http://localhost:8080/"),
+    Setting("interval", Kind.DURATION, "Time between checks.", default=5.0),
+    Setting("timeout", Kind.DURATION, "A check running longer than this fails.", default=2.0),
+    Setting("retries", Kind.INT, "Consecutive failures before the service is unhealthy.",
+            default=3, minimum=1, maximum=100),
+    Setting("start_period", Kind.DURATION,
+            "Grace period after start during which failures do not count.", default=0.0),
+)
+
 SERVICE_SETTINGS = (
     Setting("command", Kind.STR, "Command line run with /bin/sh -c inside the guest.",
             required=True, example="python3 -m http.server 8080"),
@@ -56,6 +67,15 @@ SERVICE_SETTINGS = (
             default=Restart.ON_FAILURE.value, choices=choices(Restart)),
     Setting("stop_timeout", Kind.DURATION,
             "Grace period between SIGTERM and SIGKILL when stopping.", default=5.0),
+    Setting("health", Kind.TABLE, "A health check the agent runs in the guest.", default=None,
+            fields=HEALTH_SETTINGS),
+)
+
+VM_RESTART_SETTINGS = (
+    Setting("policy", Kind.ENUM, "Whether cove boots the VM again when it exits or crashes.",
+            default=Restart.ON_FAILURE.value, choices=choices(Restart)),
+    Setting("max", Kind.INT, "Restarts allowed before cove gives up.", default=5, minimum=0,
+            maximum=1000),
 )
 
 PORT_SETTINGS = (
@@ -91,6 +111,8 @@ TOP_SETTINGS = (
             default=[], fields=PORT_SETTINGS),
     Setting("kernel", Kind.TABLE, "Which kernel boots the guest.", default={},
             fields=KERNEL_SETTINGS),
+    Setting("restart", Kind.TABLE, "What happens when the whole VM exits or crashes.",
+            default={}, fields=VM_RESTART_SETTINGS),
     Setting("source", Kind.ENUM, "Where the root image's files come from.",
             default=Source.HOST.value, choices=choices(Source)),
     Setting("hypervisor", Kind.ENUM, "Which hypervisor runs the guest.",

@@ -24,6 +24,7 @@ class Sockets:
     qmp: Path
     agent: Path
     console_log: Path
+    console: Path | None = None  # a socket to attach to the serial console, if wanted
 
 
 def opt(value: str | Path) -> str:
@@ -38,6 +39,14 @@ def hostfwd(port: Port) -> str:
 def cpu_model(accel: str) -> str:
     # rdrand seeds the guest's RNG at once: Python's first getrandom() otherwise blocks ~2 s
     return "host" if accel == "kvm" else "qemu64,+rdrand"
+
+
+def console_chardev(sockets: Sockets) -> list[str]:
+    """The serial console goes to a file; with a socket, also to whoever attaches."""
+    if sockets.console is None:
+        return ["-chardev", f"file,id=console,path={opt(sockets.console_log)}"]
+    return ["-chardev", f"socket,id=console,path={opt(sockets.console)},server=on,wait=off,"
+                        f"logfile={opt(sockets.console_log)},logappend=on"]
 
 
 def qemu_argv(plan: Plan, files: BootFiles, sockets: Sockets) -> list[str]:
@@ -58,7 +67,7 @@ def qemu_argv(plan: Plan, files: BootFiles, sockets: Sockets) -> list[str]:
         "-kernel", str(files.vmlinux),
         "-initrd", str(files.initrd),
         "-append", " ".join(plan.cmdline),
-        "-chardev", f"file,id=console,path={opt(sockets.console_log)}",
+        *console_chardev(sockets),
         "-serial", "chardev:console",
         "-chardev", f"socket,id=qmp,path={opt(sockets.qmp)},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",

@@ -1,0 +1,139 @@
+"""The commands for background VMs: up, ls, logs, exec, console, restart, down, events."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cove.client import Client
+from cove.errors import CoveError, die
+
+WAIT_POLL = 0.25
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600}h"
+
+
+def human_bytes(count: int | None) -> str:
+    return "-" if count is None else f"{count / 2**20:.0f}MiB"
+
+
+def ls_rows(vms: list[dict[str, Any]]) -> list[list[str]]:
+    return [[vm["name"], vm["state"], vm["health"], ", ".join(vm["ports"]) or "-",
+             human_duration(vm["uptime"]),
+             "-" if vm["cpu_percent"] is None else f"{vm['cpu_percent']:.1f}%",
+             human_bytes(vm["rss_bytes"])] for vm in vms]
+
+
+def print_ls(vms: list[dict[str, Any]]) -> None:
+    from tabulate import tabulate
+
+    headers = ["NAME", "STATE", "HEALTH", "PORTS", "UPTIME", "CPU", "MEM"]
+    click.echo(tabulate(ls_rows(vms), headers=headers, tablefmt="plain"))
+
+
+def problems_of(vm: dict[str, Any]) -> list[str]:
+    """Why a VM is not healthy, one sentence per service, for `up` to report."""
+    reasons = []
+    for name, service in vm.get("services", {}).items():
+        if service.get("health") == "unhealthy":
+            output = service.get("health_output") or "(no output)"
+            reasons.append(f"service {name} is unhealthy; its health check said:\n    "
+                           + output.replace("\n", "\n    "))
+        elif service.get("state") == "failed":
+            reasons.append(f"service {name} failed (exit code {service.get('exit_code')})")
+    return reasons
+
+
+def wait_healthy(client: Client, name: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        vm = client.get(name)
+        if vm["state"] != "running" and vm["state"] != "starting":
+            die(f"{name} is {vm['state']}: {vm.get('error') or 'see cove events'}")
+        if vm["health"] in ("healthy", "-"):
+            return vm
+        if vm["health"] == "unhealthy":
+            reasons = "\n  ".join(problems_of(vm))
+            die(f"{name} is running but unhealthy:\n  {reasons}",
+                f"see `cove logs {name}`; stop it with `cove down {name}`")
+        if time.monotonic() > deadline:
+            die(f"{name} did not become healthy within {timeout:g} s",
+                f"see `cove logs {name}`; `cove up --timeout` waits longer")
+        time.sleep(WAIT_POLL)
+
+
+def format_log(entry: dict[str, Any], timestamps: bool) -> str:
+    prefix = ""
+    if timestamps and entry.get("ts"):
+        prefix = datetime.fromtimestamp(float(entry["ts"])).isoformat(timespec="milliseconds") + " "
+    return f"{prefix}{entry.get('svc')} | {entry.get('text')}"
+
+
+def follow_logs(client: Client, name: str, count: int | None, follow: bool,
+                service: str | None, timestamps: bool) -> None:
+    try:
+        for entry in client.logs(name, count, follow, service):
+            click.echo(format_log(entry, timestamps))
+    except KeyboardInterrupt:
+        pass
+
+
+def up_command(spec_path: Path, detach: bool, ports: tuple[str, ...], env: tuple[str, ...],
+               name: str | None, accel: str | None, timeout: float, no_wait: bool) -> None:
+    from cove.cli.commands import plan_for
+    from cove.cli.output import progress
+    from cove.runtime.state import VmRecord
+    from cove.spec.load import load_spec
+    from cove.spec.overrides import apply_overrides
+
+    spec = apply_overrides(load_spec(spec_path), ports, env, name)
+    plan, artifacts = plan_for(spec, accel)
+    record = VmRecord(plan, artifacts, spec.restart, str(spec.file), time.time())
+    client = Client()
+    started = time.monotonic()
+    client.create(record.to_json())
+    if not no_wait:
+        wait_healthy(client, spec.name, timeout)
+    state = "started" if no_wait else "healthy"
+    progress(f"{spec.name} is {state} ({time.monotonic() - started:.1f} s)"
+             + (f"; ports {', '.join(map(str, plan.ports))}" if plan.ports else ""))
+    if detach:
+        return
+    progress(f"following logs; Ctrl-C stops {spec.name}")
+    follow_logs(client, spec.name, 0, True, None, False)
+    progress(f"stopping {spec.name}")
+    client.down(spec.name)
+
+
+def down_command(names: tuple[str, ...], all_vms: bool, timeout: float) -> None:
+    client = Client()
+    if all_vms:
+        names = tuple(vm["name"] for vm in client.list())
+    elif not names:
+        die("name the VMs to stop, or pass --all")
+    failed = []
+    for name in names:
+        try:
+            client.down(name, timeout)
+            click.echo(f"{name} stopped")
+        except CoveError as error:
+            click.echo(f"cove: error: {error}", err=True)
+            failed.append(name)
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,150 @@
+"""Talking to the cove daemon: the CLI's and Python programs' way to run VMs.
+
+Plain http.client over the daemon's unix socket, so a `cove ls` costs milliseconds. The
+daemon is started on demand.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from cove.errors import CoveError
+from cove.home import cove_home
+
+DAEMON_START_TIMEOUT = 20.0  # adopting running VMs comes first
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float | None = None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Client:
+    def __init__(self, home: Path | None = None, autostart: bool = True) -> None:
+        self.home = home or cove_home()
+        self.socket = self.home / "coved.sock"
+        self.autostart = autostart
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _open(self, method: str, path: str, body: Any = None,
+              timeout: float | None = 300.0) -> http.client.HTTPResponse:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        for attempt in range(2):
+            connection = UnixHTTPConnection(self.socket, timeout)
+            try:
+                connection.request(method, path, body=data, headers=headers)
+                return connection.getresponse()
+            except (FileNotFoundError, ConnectionRefusedError):
+                connection.close()
+                if attempt or not self.autostart:
+                    raise CoveError(f"the cove daemon is not running ({self.socket})",
+                                    "any cove command starts it; see coved.log") from None
+                self.start_daemon()
+            except PermissionError:
+                raise CoveError(f"permission denied on {self.socket}",
+                                "the daemon serves only its own user; run cove as that "
+                                "user or set COVE_HOME to your own directory") from None
+        raise AssertionError("unreachable")
+
+    def request(self, method: str, path: str, body: Any = None,
+                timeout: float | None = 300.0) -> Any:
+        response = self._open(method, path, body, timeout)
+        payload = response.read()
+        try:
+            data = json.loads(payload) if payload else None
+        except ValueError:
+            data = {"error": payload.decode(errors="replace")}
+        if response.status >= 400:
+            error = data if isinstance(data, dict) else {}
+            raise CoveError(error.get("error") or f"daemon answered {response.status}",
+                            error.get("hint"))
+        return data
+
+    def stream(self, path: str) -> Iterator[dict[str, Any]]:
+        """JSON lines from a streaming endpoint, as they come."""
+        response = self._open("GET", path, timeout=None)
+        if response.status >= 400:
+            error = json.loads(response.read() or b"{}")
+            raise CoveError(error.get("error", f"daemon answered {response.status}"),
+                            error.get("hint"))
+        while line := response.readline():
+            yield json.loads(line)
+
+    def start_daemon(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.home / "coved.log").open("ab")
+        subprocess.Popen([sys.executable, "-m", "cove.runtime.daemon"], stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=log, start_new_session=True,
+                         env={**os.environ, "COVE_HOME": str(self.home)})
+        log.close()
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(str(self.socket))
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                time.sleep(0.05)
+        raise CoveError("the cove daemon did not start", f"see {self.home / 'coved.log'}")
+
+    # -- the API -------------------------------------------------------------------------
+    def list(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/vms")
+        return result
+
+    def create(self, record: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/v1/vms", {"record": record})
+        return result
+
+    def get(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/v1/vms/{quote(name)}")
+        return result
+
+    def down(self, name: str, timeout: float = 20.0) -> None:
+        self.request("POST", f"/v1/vms/{quote(name)}/down", {"timeout": timeout})
+
+    def restart(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/v1/vms/{quote(name)}/restart",
+                                              {"timeout": timeout})
+        return result
+
+    def logs(self, name: str, count: int | None = None, follow: bool = False,
+             service: str | None = None) -> Iterator[dict[str, Any]]:
+        query = {k: v for k, v in (("n", count), ("follow", int(follow)),
+                                    ("service", service)) if v is not None}
+        return self.stream(f"/v1/vms/{quote(name)}/logs?{urlencode(query)}")
+
+    def console_log(self, name: str, count: int = 100) -> str:
+        response = self._open("GET", f"/v1/vms/{quote(name)}/console-log?n={count}")
+        text = response.read().decode(errors="replace")
+        if response.status >= 400:
+            raise CoveError(json.loads(text).get("error", text))
+        return text
+
+    def events(self, follow: bool = False, count: int = 100,
+               vm: str | None = None) -> Iterator[dict[str, Any]]:
+        query = {k: v for k, v in (("n", count), ("follow", int(follow)), ("vm", vm))
+                 if v is not None}
+        return self.stream(f"/v1/events?{urlencode(query)}")

@@ -1,0 +1,109 @@
+"""A service's health check, run by the agent: interval, timeout, retries, start period."""
+
+from __future__ import annotations
+
+import os
+import time
+
+if __package__:
+    from cove.guest.lean import signal
+else:
+    from lean import signal  # type: ignore[import-not-found,no-redef]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cove.guest.reactor import Child, Reactor, Timer
+
+OUTPUT_LIMIT = 4096
+FIRST_CHECK_AFTER = 0.5  # check soon after start, so `cove up` returns quickly
+STARTING_INTERVAL = 1.0  # until the first success, check at least this often
+
+
+class HealthCheck:
+    def __init__(self, reactor: Reactor, name: str, spec: dict[str, object],
+                 env: dict[str, str], emit: Callable[[dict[str, object]], None]) -> None:
+        self.reactor = reactor
+        self.name = name
+        self.command = str(spec["command"])
+        self.interval = float(spec.get("interval", 5.0))  # type: ignore[arg-type]
+        self.timeout = float(spec.get("timeout", 2.0))  # type: ignore[arg-type]
+        self.retries = int(spec.get("retries", 3))  # type: ignore[call-overload]
+        self.start_period = float(spec.get("start_period", 0.0))  # type: ignore[arg-type]
+        self.env = env
+        self.emit = emit
+        self.state = "starting"
+        self.failures = 0
+        self.output = ""
+        self.started_at = 0.0
+        self.timer: Timer | None = None
+        self.child: Child | None = None
+        self.buffer = bytearray()
+
+    def start(self) -> None:
+        self.stop()
+        self.state = "starting"
+        self.failures = 0
+        self.started_at = time.monotonic()
+        self.timer = self.reactor.later(min(self.interval, FIRST_CHECK_AFTER), self._check)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.child is not None:
+            _kill_group(self.child.pid)
+            self.child = None
+
+    def _check(self) -> None:
+        self.buffer = bytearray()
+        child = self.reactor.spawn(["/bin/sh", "-c", self.command], self.env, self._collect,
+                                   lambda code: self._done(child, code))
+        self.child = child
+        self.timer = self.reactor.later(self.timeout, lambda: self._expired(child))
+
+    def _collect(self, _fd: int, data: bytes) -> None:
+        if len(self.buffer) < OUTPUT_LIMIT:
+            self.buffer += data[:OUTPUT_LIMIT - len(self.buffer)]
+
+    def _expired(self, child: Child) -> None:
+        if self.child is child:
+            self.buffer += f"\n(health check timed out after {self.timeout:g} s)".encode()
+            _kill_group(child.pid)
+
+    def _done(self, child: Child, code: int) -> None:
+        if self.child is not child:
+            return  # stopped meanwhile
+        self.child = None
+        if self.timer is not None:
+            self.timer.cancel()
+        self.output = self.buffer.decode(errors="replace").strip()
+        self._judge(code)
+        interval = self.interval
+        if self.state == "starting":
+            interval = min(interval, STARTING_INTERVAL)
+        self.timer = self.reactor.later(interval, self._check)
+
+    def _judge(self, code: int) -> None:
+        if code == 0:
+            self.failures = 0
+            self._become("healthy", code)
+            return
+        if time.monotonic() - self.started_at < self.start_period and self.state == "starting":
+            return
+        self.failures += 1
+        if self.failures >= self.retries:
+            self._become("unhealthy", code)
+
+    def _become(self, state: str, code: int) -> None:
+        if state != self.state:
+            self.state = state
+            self.emit({"kind": state, "svc": self.name, "code": code, "output": self.output})
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass

@@ -1,0 +1,69 @@
+"""QEMU processes a Machine owns: its own child, or one adopted after a daemon restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Protocol
+
+
+class VmProcess(Protocol):
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+
+class Adopted:
+    """A running QEMU that is not our child: watched through a pidfd.
+
+    Its exit status cannot be read (only a parent can reap), so it reports -1 when gone.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd = os.pidfd_open(pid)
+        self._code: int | None = None
+        self._gone = asyncio.Event()
+        asyncio.get_running_loop().add_reader(self.fd, self._exited)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._code
+
+    def _exited(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.fd)
+        os.close(self.fd)
+        self._code = -1
+        self._gone.set()
+
+    async def wait(self) -> int:
+        await self._gone.wait()
+        return -1
+
+    def send_signal(self, signum: int) -> None:
+        if self._code is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.fd, signum)
+
+
+def running_qemu(pidfile: Path, marker: Path) -> int | None:
+    """The pid in `pidfile` if that process is alive and is QEMU started for `marker`'s VM.
+
+    Checking the command line guards against a recycled pid.
+    """
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if b"qemu-system" in cmdline and str(marker).encode() in cmdline:
+        return pid
+    return None

@@ -1,0 +1,68 @@
+"""A VM's record on disk: everything needed to boot it again or adopt it after a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cove.image.build import Artifacts
+from cove.image.kernel import load_artifact
+from cove.image.rootfs import RootImage
+from cove.plan import Plan
+from cove.spec.model import Restart, VmRestart
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def artifacts_to_json(artifacts: Artifacts) -> dict[str, Any]:
+    return {"kernel": str(artifacts.kernel.vmlinux.parent), "initramfs": str(artifacts.initramfs),
+            "root": str(artifacts.root.path), "root_size": artifacts.root.size,
+            "packages": list(artifacts.root.packages)}
+
+
+def artifacts_from_json(data: dict[str, Any]) -> Artifacts:
+    return Artifacts(load_artifact(Path(data["kernel"])), Path(data["initramfs"]),
+                     RootImage(Path(data["root"]), tuple(data["packages"]), data["root_size"]))
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    plan: Plan
+    artifacts: Artifacts
+    restart: VmRestart = field(default_factory=VmRestart)
+    spec_file: str = ""
+    created: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plan": self.plan.to_json(), "artifacts": artifacts_to_json(self.artifacts),
+                "restart": {"policy": self.restart.policy.value, "max": self.restart.max},
+                "spec_file": self.spec_file, "created": self.created}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VmRecord:
+        return cls(Plan.from_json(data["plan"]), artifacts_from_json(data["artifacts"]),
+                   VmRestart(Restart(data["restart"]["policy"]), data["restart"]["max"]),
+                   data.get("spec_file", ""), data.get("created", 0.0))
+
+    def save(self, path: Path) -> None:
+        write_atomic(path, json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> VmRecord:
+        return cls.from_json(json.loads(path.read_text()))

@@ -1,0 +1,253 @@
+"""One VM hosted by the daemon: boot or adopt it, keep it up per policy, record what it says."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cove.errors import CoveError
+from cove.runtime.agent_client import Frame
+from cove.runtime.journal import Journal, LineSplitter
+from cove.runtime.machine import Machine
+from cove.runtime.state import VmRecord
+from cove.runtime.vmdir import VmDir
+from cove.spec.model import Restart
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SERVICE_STATE_AFTER = {"started": "running", "restarting": "restarting", "stopped": "stopped",
+                       "failed": "failed"}
+
+
+def vm_should_restart(policy: Restart, clean: bool) -> bool:
+    return policy is Restart.ALWAYS or (policy is Restart.ON_FAILURE and not clean)
+
+
+def vm_backoff(attempt: int) -> float:
+    return float(min(BACKOFF_FIRST * 2 ** max(attempt - 1, 0), BACKOFF_MAX))
+
+
+def summarize_health(services: dict[str, dict[str, Any]]) -> str:
+    """One word for `ls`: healthy, starting, unhealthy, or - with no services."""
+    if not services:
+        return "-"
+    words = set()
+    for service in services.values():
+        if service.get("health"):
+            words.add(service["health"])
+        elif service.get("state") == "running":
+            words.add("healthy")
+        elif service.get("state") in ("failed",):
+            words.add("unhealthy")
+        elif service.get("state") == "exited" and service.get("exit_code") == 0:
+            words.add("healthy")
+        else:
+            words.add("starting")
+    for word in ("unhealthy", "starting"):
+        if word in words:
+            return word
+    return "healthy"
+
+
+def process_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds used, resident bytes) of a process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        rss_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, rss_pages * os.sysconf("SC_PAGESIZE")
+
+
+def process_start(pid: int) -> float | None:
+    """When a process started (epoch seconds): an adopted VM's uptime counts from there."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    return boot + ticks / CLOCK_TICKS
+
+
+class VmSupervisor:
+    def __init__(self, record: VmRecord, home: Path, events: Journal) -> None:
+        self.record = record
+        self.dir = VmDir.for_name(record.name, home)
+        self.dir.root.mkdir(parents=True, exist_ok=True)
+        self.logs = Journal(self.dir.logs / "services.log")
+        self.splitter = LineSplitter()
+        self.events = events
+        self.machine: Machine | None = None
+        self.state = "created"
+        self.services: dict[str, dict[str, Any]] = {}
+        self.restarts = 0
+        self.since = time.time()
+        self.stopping = False
+        self.clean_exit = False
+        self.error = ""
+        self.watcher: asyncio.Task[None] | None = None
+        self.cpu_sample: tuple[float, float] | None = None
+        self.cpu_percent: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        self.events.append({"ts": time.time(), "vm": self.name, "kind": kind, **fields})
+
+    def on_frame(self, frame: Frame) -> None:
+        if frame.get("t") == "log":
+            text = base64.b64decode(frame.get("data", "")).decode(errors="replace")
+            svc, fd = str(frame.get("svc")), int(frame.get("fd", 1))
+            for line in self.splitter.feed(svc, fd, text):
+                self.logs.append({"ts": frame.get("ts"), "svc": svc, "fd": fd, "text": line})
+        elif frame.get("t") == "event":
+            self.service_event(frame)
+
+    def service_event(self, frame: Frame) -> None:
+        kind, svc = str(frame.get("kind")), frame.get("svc")
+        if kind == "poweroff":
+            self.clean_exit = True
+        if svc is not None:
+            service = self.services.setdefault(str(svc), {})
+            if kind in SERVICE_STATE_AFTER:
+                service["state"] = SERVICE_STATE_AFTER[kind]
+            if kind == "exited":
+                service["state"] = "failed" if frame.get("code") else "exited"
+                service["exit_code"] = frame.get("code")
+            if kind == "started":
+                service["health"] = "starting" if service.get("health") else None
+            if kind in ("healthy", "unhealthy"):
+                service["health"] = kind
+                service["health_output"] = frame.get("output", "")
+            if kind == "restarting":
+                service["restarts"] = frame.get("restarts")
+        fields = {k: v for k, v in frame.items() if k not in ("t", "kind", "ts")}
+        self.emit(kind, **fields)
+
+    async def refresh_services(self) -> None:
+        if self.machine is not None and self.machine.agent is not None:
+            with contextlib.suppress(CoveError, TimeoutError):
+                reply = await asyncio.wait_for(self.machine.agent.request("status"), 5)
+                self.services = reply.get("services", {})
+
+    def new_machine(self) -> Machine:
+        return Machine(self.record.plan, self.record.artifacts, self.dir, self.on_frame,
+                       bound_to_owner=False)
+
+    async def boot(self) -> None:
+        """Start QEMU; returns when the agent answers. Raises with the reason otherwise."""
+        machine = self.new_machine()
+        machine.claim()
+        self.machine, self.state, self.clean_exit = machine, "starting", False
+        try:
+            await machine.start()
+        except BaseException as error:
+            self.state, self.error = "failed", str(error)
+            with contextlib.suppress(Exception):
+                await machine.stop()
+            await machine.release()
+            raise
+        self.started(machine)
+        self.emit("started", pid=machine.process.pid if machine.process else None)
+
+    async def adopt(self) -> None:
+        machine = self.new_machine()
+        machine.claim(adopt=True)
+        self.machine = machine
+        try:
+            await machine.adopt()
+        except BaseException:
+            await machine.release()
+            raise
+        self.started(machine)
+        if machine.process is not None:
+            self.since = process_start(machine.process.pid) or self.since
+        self.emit("reattached")
+
+    def started(self, machine: Machine) -> None:
+        self.state, self.since, self.error = "running", time.time(), ""
+        # CPU use is reported per interval between looks; the first interval starts at spawn
+        self.cpu_sample = (machine.started_at, 0.0) if machine.started_at else None
+        self.watcher = asyncio.create_task(self.watch(machine))
+
+    async def watch(self, machine: Machine) -> None:
+        await self.refresh_services()
+        code = await machine.wait()
+        if self.stopping:
+            return
+        await machine.release()
+        clean = self.clean_exit or code == 0
+        self.state = "exited"
+        self.emit("exited", code=code, clean=clean)
+        await self.apply_policy(clean)
+
+    async def apply_policy(self, clean: bool) -> None:
+        policy = self.record.restart
+        while not self.stopping and vm_should_restart(policy.policy, clean):
+            if self.restarts >= policy.max:
+                self.state, self.error = "failed", f"gave up after {self.restarts} restarts"
+                self.emit("gave-up", restarts=self.restarts)
+                return
+            self.restarts += 1
+            delay = vm_backoff(self.restarts)
+            self.state = "restarting"
+            self.emit("restarting", delay=delay, restarts=self.restarts)
+            await asyncio.sleep(delay)
+            try:
+                await self.boot()
+            except CoveError as error:
+                self.emit("restart-failed", error=str(error))
+                clean = False
+                continue
+            self.emit("restarted", restarts=self.restarts)
+            return
+
+    async def stop(self, timeout: float) -> None:
+        self.stopping = True
+        if self.watcher is not None:
+            self.watcher.cancel()
+        if self.machine is not None:
+            self.state = "stopping"
+            await self.machine.stop(timeout)
+            await self.machine.release()
+        self.state = "stopped"
+        self.emit("stopped")
+        self.logs.close()
+
+    def usage(self) -> tuple[float | None, int | None]:
+        """(CPU percent over the last interval of >= 0.5 s, resident bytes) of QEMU."""
+        machine = self.machine
+        if machine is None or machine.process is None or not machine.running:
+            return None, None
+        cpu, rss = process_usage(machine.process.pid)
+        now = time.monotonic()
+        if self.cpu_sample is None:
+            self.cpu_sample = (now, cpu)
+            return None, rss
+        then, used = self.cpu_sample
+        if now - then >= 0.5:
+            self.cpu_percent = round(100 * (cpu - used) / (now - then), 1)
+            self.cpu_sample = (now, cpu)
+        return self.cpu_percent, rss
+
+    def status(self) -> dict[str, Any]:
+        cpu, rss = self.usage()
+        return {
+            "name": self.name, "state": self.state,
+            "health": summarize_health(self.services) if self.state == "running" else "-",
+            "ports": [str(p) for p in self.record.plan.ports],
+            "uptime": round(time.time() - self.since, 1) if self.state == "running" else None,
+            "cpu_percent": cpu, "rss_bytes": rss, "restarts": self.restarts,
+            "services": self.services, "error": self.error,
+            "pid": self.machine.process.pid if self.machine and self.machine.process else None,
+            "spec": self.record.spec_file,
+        }
