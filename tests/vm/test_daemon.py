@@ -172,7 +172,7 @@ def test_qemu_killed_vm_restarts_per_policy(home: Path, two_vms: tuple[int, int]
 
     def restarted() -> bool:
         vm = ls(home)["hello2"]
-        return vm["state"] == "running" and vm["pid"] != pid and vm["health"] == "healthy"
+        return bool(vm["state"] == "running" and vm["pid"] != pid and vm["health"] == "healthy")
 
     wait_for(restarted, 90, "hello2 to come back")
     events = [json.loads(line) for line in cove("events", "--vm", "hello2").stdout.splitlines()]
