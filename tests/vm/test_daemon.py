@@ -228,3 +228,29 @@ def test_down_leaves_nothing_behind(home: Path, two_vms: tuple[int, int]) -> Non
         assert not (home / "vms" / name / "run").exists()
         assert not (home / "vms" / name / "vm.json").exists()
     assert "GET /" in cove("logs", "hello").stdout  # logs outlive the VM
+
+
+def test_console_gives_a_shell(home: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    import aiohttp
+
+    cove("up", str(HELLO), "--name", "shell", "-d", "-p", f"{free_port()}:8080")
+
+    async def talk() -> bytes:
+        connector = aiohttp.UnixConnector(path=str(home / "coved.sock"))
+        async with aiohttp.ClientSession(connector=connector) as http, \
+                http.ws_connect("http://cove/v1/vms/shell/console") as ws:
+            await ws.send_bytes(b"echo cove-$((6 * 7))\n")
+            seen = b""
+            async with asyncio.timeout(30):
+                while b"cove-42" not in seen:
+                    seen += (await ws.receive_bytes())
+            return seen
+
+    try:
+        assert b"cove-42" in asyncio.run(talk())
+        console_log = cove("logs", "shell", "--console").stdout
+        assert "cove-42" in console_log  # the console is also kept in a file
+    finally:
+        cove("down", "shell")

@@ -30,6 +30,7 @@ else:  # inside the guest: plain modules next to this script
     from services import Service  # type: ignore[import-not-found,no-redef]
 
 CONFIG = "/cove/config.json"
+CONSOLE = "/dev/ttyS0"
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -246,6 +247,18 @@ class Agent:
     def start(self) -> None:
         for service in self.services.values():
             service.start()
+        if self.config.get("console_shell", True):
+            self.console_shell()
+
+    def console_shell(self) -> None:
+        """A root shell on the serial console for `cove console`, started again on exit."""
+        if self.shutting_down or not os.path.exists(CONSOLE):
+            return
+        env = {**BASE_ENV, "TERM": "vt100", "PS1": f"{self.config.get('name', 'cove')}:\\w# "}
+        self.reactor.spawn_on_terminal(["/bin/sh", "-l"], env, CONSOLE, self._shell_exited)
+
+    def _shell_exited(self, _code: int) -> None:
+        self.reactor.later(1.0, self.console_shell)
 
     def shutdown(self) -> None:
         if self.shutting_down:

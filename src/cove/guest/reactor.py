@@ -201,6 +201,16 @@ class Reactor:
         os.close(slave)
         return self._track(Child(pid, {master: 1}, os.dup(master), on_output, on_exit))
 
+    def spawn_on_terminal(self, argv: list[str], env: dict[str, str], device: str,
+                          on_exit: ExitHandler) -> Child:
+        """Start argv with an existing terminal (the serial console) as its own."""
+        fd = os.open(device, os.O_RDWR | os.O_NOCTTY)
+        pid = os.fork()
+        if pid == 0:
+            _exec_child(argv, env, "/root", (fd, fd, fd), None, fd)
+        os.close(fd)
+        return self._track(Child(pid, {}, None, lambda _fd, _data: None, on_exit))
+
     def _track(self, child: Child) -> Child:
         self.children[child.pid] = child
         for fd in child.outputs:
