@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "examples" / "hello" / "cove.toml"
+
+
+def fetch(port: int) -> str | None:
+    """The page a guest serves on a forwarded host port, or None if nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
 
 
 def free_port() -> int:

@@ -9,14 +9,21 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.vm.conftest import HELLO, cove_argv, free_port, qemu_pids_for, wait_for, write_spec
+from tests.vm.conftest import (
+    HELLO,
+    cove_argv,
+    fetch,
+    free_port,
+    qemu_pids_for,
+    wait_for,
+    write_spec,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -64,14 +71,6 @@ def daemon_pid(home: Path) -> int | None:
             if b"cove.runtime.daemon" in cmdline and str(home).encode() in environ:
                 return int(entry.name)
     return None
-
-
-def fetch(port: int) -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3) as response:
-            return str(response.read().decode())
-    except OSError:
-        return None
 
 
 @pytest.fixture(scope="module")

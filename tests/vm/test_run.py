@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import HELLO, cove_argv, free_port, qemu_pids_for, wait_for, write_spec
+from tests.vm.conftest import (
+    HELLO,
+    cove_argv,
+    fetch,
+    free_port,
+    qemu_pids_for,
+    wait_for,
+    write_spec,
+)
 
 pytestmark = pytest.mark.vm
 
 SPEC_HEAD = 'name = "{name}"\nmemory = "256M"\npackages = ["python3", "curl"]\n'
-
-
-def fetch(port: int) -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return None
 
 
 def hello_copy(tmp_path: Path, port: int) -> Path:
@@ -92,15 +91,24 @@ def test_pre_start_failure_is_reported(cove_home: Path, tmp_path: Path) -> None:
     assert process.returncode == 0
 
 
-def test_sigkill_of_cove_leaves_no_qemu(cove_home: Path, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "k", SPEC_HEAD.format(name="killme") +
-                      '[services.idle]\ncommand = "sleep 1000"\n')
+def run_until_up(spec: Path) -> subprocess.Popen[str]:
+    """`cove run SPEC` in the background, returned once it says the VM is up."""
     process = subprocess.Popen(cove_argv("run", str(spec)), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:
         if "is up" in line:
             break
+    return process
+
+
+def idle_spec(tmp_path: Path, name: str) -> Path:
+    return write_spec(tmp_path / name, SPEC_HEAD.format(name=name) +
+                      '[services.idle]\ncommand = "sleep 1000"\n')
+
+
+def test_sigkill_of_cove_leaves_no_qemu(cove_home: Path, tmp_path: Path) -> None:
+    process = run_until_up(idle_spec(tmp_path, "killme"))
     assert qemu_pids_for(cove_home)
     process.kill()
     process.wait()
@@ -119,15 +127,9 @@ def test_guest_that_cannot_boot_gives_clear_error(cove_home: Path, tmp_path: Pat
 
 
 def test_name_is_taken_while_running(cove_home: Path, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "twice", SPEC_HEAD.format(name="twice") +
-                      '[services.idle]\ncommand = "sleep 1000"\n')
-    first = subprocess.Popen(cove_argv("run", str(spec)), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
-    assert first.stderr is not None
+    spec = idle_spec(tmp_path, "twice")
+    first = run_until_up(spec)
     try:
-        for line in first.stderr:
-            if "is up" in line:
-                break
         second = subprocess.run(cove_argv("run", str(spec), "--", "true"), capture_output=True,
                                 text=True, timeout=60, check=False)
         assert second.returncode == 1

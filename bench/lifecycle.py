@@ -1,0 +1,173 @@
+"""Lifecycle benchmark: `cove ls` latency with 1/10/20 VMs, `up -d` to healthy vs a bare
+boot, daemon memory per VM, and the time from a killed daemon to a reattached `ls`.
+
+Run: .venv/bin/python -m bench.lifecycle [--vms 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.boot import time_bare
+from bench.common import median, print_table, write_json
+from cove.home import cove_home
+from cove.image.build import build_artifacts
+from cove.plan import HostFacts, Plan, make_plan
+from cove.spec import load_spec
+from cove.vmm.accel import decide_accel, host_tsc_khz
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = ROOT / "examples" / "hello"
+IDLE_SPEC = 'name = "idle"\nmemory = "128M"\npackages = ["python3", "curl"]\n' \
+            '[services.idle]\ncommand = "sleep 100000"\n'
+
+
+def cove(*args: str, env: dict[str, str]) -> float:
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "cove.cli.main", *args], env=env, check=True,
+                   capture_output=True)
+    return time.monotonic() - start
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def daemon_pid(home: Path) -> int | None:
+    """The daemon serving `home` (found by its command line and COVE_HOME)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cove.runtime.daemon" in cmdline and f"COVE_HOME={home}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+def daemon_rss_mib(home: Path) -> float:
+    pid = daemon_pid(home)
+    if pid is None:
+        return float("nan")
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = next(line for line in status.splitlines() if line.startswith("VmRSS"))
+    return int(rss.split()[1]) / 1024
+
+
+def ls_latency(env: dict[str, str], runs: int = 7) -> float:
+    cove("ls", env=env)  # warm
+    return median([cove("ls", env=env) for _ in range(runs)])
+
+
+def up_idle(spec_dir: Path, index: int, env: dict[str, str]) -> None:
+    cove("up", str(spec_dir), "--name", f"idle{index}", "-d", env=env)
+
+
+def bare_median(tmp: Path, n: int) -> float:
+    spec = load_spec(HELLO)
+    artifacts = build_artifacts(spec)
+    plan = make_plan(spec, HostFacts(decide_accel(spec.accel), host_tsc_khz()),
+                     artifacts.kernel, with_services=False)
+    plan = Plan(**{**plan.__dict__, "ports": ()})
+    return median([time_bare(artifacts, plan, tmp) for _ in range(n)])
+
+
+def kill_daemon(home: Path) -> None:
+    pid = daemon_pid(home)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+        while daemon_pid(home) == pid:
+            time.sleep(0.05)
+
+
+def run(tmp: Path, vms: int, n: int) -> dict[str, object]:
+    home = tmp / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(cove_home() / "cache")
+    env = {**os.environ, "COVE_HOME": str(home)}
+    spec_dir = tmp / "idle"
+    spec_dir.mkdir()
+    (spec_dir / "cove.toml").write_text(IDLE_SPEC)
+    cove("build", str(spec_dir), env=env)
+    cove("build", str(HELLO), env=env)
+    results: dict[str, object] = {}
+    up_times = []
+    for _ in range(n):
+        up_times.append(cove("up", str(HELLO), "-d", "-p", f"{free_port()}:8080", env=env))
+        cove("down", "hello", env=env)
+    results["up_healthy_s"] = median(up_times)
+    results["bare_s"] = bare_median(tmp, n)
+    results["rss_mib"] = {0: daemon_rss_mib(home)}
+    results["ls_ms"] = {}
+    running = 0
+    for target in sorted({1, min(10, vms), vms}):
+        while running < target:
+            up_idle(spec_dir, running, env)
+            running += 1
+        results["ls_ms"][target] = round(ls_latency(env) * 1000, 1)  # type: ignore[index]
+        results["rss_mib"][target] = round(daemon_rss_mib(home), 1)  # type: ignore[index]
+    kill_daemon(home)
+    results["reattach_ls_s"] = round(cove("ls", env=env), 2)
+    listing = subprocess.run([sys.executable, "-m", "cove.cli.main", "ls", "--json"], env=env,
+                             capture_output=True, text=True, check=True).stdout
+    results["reattached_running"] = sum(vm["state"] == "running" for vm in json.loads(listing))
+    cove("down", "--all", env=env)
+    return results
+
+
+def report(results: dict[str, object], vms: int) -> None:
+    ls_ms: dict[int, float] = results["ls_ms"]  # type: ignore[assignment]
+    rss: dict[int, float] = results["rss_mib"]  # type: ignore[assignment]
+    up, bare = float(results["up_healthy_s"]), float(results["bare_s"])  # type: ignore[arg-type]
+    per_vm = (rss[vms] - rss[0]) / vms
+    rows = [(f"cove ls with {count} VM(s)", f"{ms:.0f} ms" + ("  (goal <= 150 ms)"
+                                                            if count == vms else ""))
+            for count, ms in ls_ms.items()]
+    rows += [
+        ("cove up -d hello to healthy", f"{up:.2f} s"),
+        ("bare QEMU boot to Python marker", f"{bare:.2f} s  (up/bare = {up / bare:.2f})"),
+        *((f"daemon RSS with {count} VMs", f"{mib:.1f} MiB") for count, mib in rss.items()),
+        ("daemon RSS per VM", f"{per_vm:.2f} MiB  (goal <= 2 MiB)"),
+        ("daemon SIGKILL -> reattached ls", f"{results['reattach_ls_s']} s "
+                                            f"({results['reattached_running']}/{vms} running)"),
+    ]
+    print_table(f"lifecycle benchmark ({vms} idle VMs, TCG)", rows)
+    print(f"\nwrote {write_json('lifecycle', {**results, 'rss_per_vm_mib': per_vm})}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--vms", type=int, default=20)
+    parser.add_argument("-n", type=int, default=5)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="cove-bench-"))
+    try:
+        results = run(tmp, args.vms, args.n)
+    finally:
+        subprocess.run([sys.executable, "-m", "cove.cli.main", "down", "--all"], check=False,
+                       capture_output=True, env={**os.environ, "COVE_HOME": str(tmp / "home")})
+        pid = daemon_pid(tmp / "home")
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results, args.vms)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    main()
