@@ -25,7 +25,8 @@ from cove.runtime.machine import Machine
 from cove.runtime.vmdir import VmDir
 from cove.spec import load_spec
 from cove.vmm.accel import decide_accel, host_tsc_khz
-from cove.vmm.qemu import BootFiles, Sockets, qemu_argv
+from cove.vmm.layout import BootFiles, RunPaths
+from cove.vmm.qemu import qemu_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "examples" / "hello"
@@ -67,7 +68,7 @@ def time_bare(artifacts: Artifacts, plan: Plan, workdir: Path) -> float:
     initrd = workdir / "bare.cpio"
     if not initrd.exists():
         bare_initramfs(artifacts, plan, initrd)
-    sockets = Sockets(workdir / "q.sock", workdir / "a.sock", workdir / "console.log")
+    sockets = RunPaths(workdir, workdir / "console.log", console_socket=False)
     argv = qemu_argv(plan, BootFiles(artifacts.kernel.vmlinux, initrd, artifacts.root.path),
                      sockets)
     argv = ["stdio" if a == "chardev:console" else a for a in argv]  # marker on our stdout

@@ -1,32 +1,62 @@
 """The plan: a pure function of the spec, host facts and the kernel's capabilities.
 
-It decides the devices, modules, kernel command line and accelerator; `cove plan` prints it
-and the hypervisor backend turns it into an argv. Nothing here touches the host.
+It decides the hypervisor, devices, modules, kernel command line, guest mounts and the
+accelerator; `cove plan` prints it and a backend turns it into an argv or API calls.
+Nothing here touches the host.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cove.errors import die
 from cove.image.kernel import KernelArtifact
 from cove.image.modules import modules_to_load
-from cove.spec.model import Port, Proto, Spec
+from cove.spec.model import Hypervisor, Port, Proto, ShareProto, Spec
 from cove.vmm.accel import AccelDecision
+from cove.vmm.choose import HypervisorChoice, choose_hypervisor
+from cove.vmm.features import required_features
 
 ROOT_SERIAL = "cove-root"
 GUEST_IP = "10.0.2.15/24"  # QEMU user networking's fixed addresses
 GUEST_GATEWAY = "10.0.2.2"
 GUEST_DNS = "10.0.2.3"
+AGENT_VSOCK_PORT = 1024
+GUEST_CID = 3
+SERIAL_AGENT = frozenset({Hypervisor.QEMU})  # the others reach the agent over vsock
 BASE_FEATURES = ("virtio-mmio", "virtio-blk", "virtio-console", "virtio-rng", "erofs",
-                 "overlay", "acpi-button", "evdev", "virtio-net")
+                 "overlay", "acpi-button", "evdev")
 
 
 @dataclass(frozen=True)
 class HostFacts:
     accel: AccelDecision
     tsc_khz: int | None
+    installed: frozenset[Hypervisor] = frozenset({Hypervisor.QEMU})
+    home: Path = Path("/var/lib/cove")
+
+
+@dataclass(frozen=True)
+class PlannedShare:
+    tag: str
+    source: str
+    target: str
+    readonly: bool
+    proto: str
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A data disk: its host image, the serial the guest finds it by, where it mounts."""
+
+    id: str
+    path: str
+    serial: str
+    target: str
+    fs: str
+    size_mib: int
 
 
 @dataclass(frozen=True)
@@ -43,6 +73,14 @@ class Plan:
     ports: tuple[Port, ...]
     init_env: dict[str, str] = field(default_factory=dict)
     agent_config: dict[str, Any] = field(default_factory=dict)
+    hypervisor_reason: str = ""
+    shares: tuple[PlannedShare, ...] = ()
+    drives: tuple[Drive, ...] = ()
+    network: str = "user"
+    agent_transport: str = "serial"  # or "vsock"
+    vsock_cid: int = GUEST_CID
+    ephemeral: bool = False
+    guest_mounts: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -59,6 +97,9 @@ class Plan:
             "cmdline": tuple(data["cmdline"]),
             "ports": tuple(Port(p["host"], p["guest"], Proto(p["proto"]), p["bind"])
                            for p in data["ports"]),
+            "shares": tuple(PlannedShare(**s) for s in data.get("shares", ())),
+            "drives": tuple(Drive(**d) for d in data.get("drives", ())),
+            "guest_mounts": tuple(data.get("guest_mounts", ())),
         })
 
 
@@ -87,35 +128,99 @@ def kernel_cmdline(accel: str, tsc_khz: int | None, extra: str) -> tuple[str, ..
     return (*args, *extra.split())
 
 
-def agent_config(spec: Spec, with_services: bool) -> dict[str, Any]:
+def agent_config(spec: Spec, with_services: bool, transport: str) -> dict[str, Any]:
     services = {
         s.name: {"command": s.command, "pre_start": s.pre_start, "env": dict(s.env),
                  "restart": s.restart.value, "stop_timeout": s.stop_timeout,
-                 "health": asdict(s.health) if s.health else None}
+                 "health": asdict(s.health) if s.health else None, "user": s.user}
         for s in spec.services
     } if with_services else {}
-    return {"name": spec.name, "env": dict(spec.env), "services": services}
+    return {"name": spec.name, "env": dict(spec.env), "services": services,
+            "transport": transport, "vsock_port": AGENT_VSOCK_PORT}
+
+
+def volume_image(source: str, home: Path) -> str:
+    """A named volume lives in the cove home; otherwise the source is the image path."""
+    return source if "/" in source else str(home / "volumes" / f"{source}.ext4")
+
+
+def plan_storage(spec: Spec, home: Path) -> tuple[tuple[PlannedShare, ...], tuple[Drive, ...]]:
+    shares = tuple(PlannedShare(f"share{i}", str(s.source), s.target, s.readonly, s.proto.value)
+                   for i, s in enumerate(spec.shares))
+    drives = tuple(Drive(f"vol{i}", volume_image(v.source, home), f"cove-vol{i}", v.target,
+                         v.fs.value, v.size_mib)
+                   for i, v in enumerate(spec.volumes))
+    return shares, drives
+
+
+def guest_mounts(shares: tuple[PlannedShare, ...], drives: tuple[Drive, ...]) -> tuple[str, ...]:
+    """Lines /init reads: KIND SOURCE TARGET OPTIONS (targets hold no spaces: validated)."""
+    lines = []
+    for share in shares:
+        mode = "ro" if share.readonly else "rw"
+        lines.append(f"{share.proto} {share.tag} {share.target} {mode}")
+    lines += [f"disk {d.serial} {d.target} {d.fs}" for d in drives]
+    return tuple(lines)
+
+
+def needed_features(spec: Spec, transport: str) -> list[str]:
+    features = list(BASE_FEATURES)
+    protos = {share.proto for share in spec.shares}
+    if ShareProto.VIRTIOFS in protos:
+        features.append("virtiofs")
+    if ShareProto.P9 in protos:
+        features += ["9p", "9p-virtio"]
+    if spec.volumes:
+        features.append("ext4")
+    if spec.network != "none":
+        features.append("virtio-net")
+    if transport == "vsock":
+        features.append("vsock")
+    return features
+
+
+def network_env(spec: Spec) -> dict[str, str]:
+    if spec.network == "user":
+        return {"COVE_IP": GUEST_IP, "COVE_GATEWAY": GUEST_GATEWAY, "COVE_DNS": GUEST_DNS}
+    return {}
+
+
+def choose(spec: Spec, host: HostFacts, hypervisor: Hypervisor | None) -> HypervisorChoice:
+    wanted = required_features(spec, host.accel.accel)
+    return choose_hypervisor(hypervisor or spec.hypervisor, host.accel.accel, host.installed,
+                             wanted)
 
 
 def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
-              with_services: bool = True) -> Plan:
-    modules, missing = modules_to_load(list(BASE_FEATURES), kernel.config)
+              with_services: bool = True, hypervisor: Hypervisor | None = None) -> Plan:
+    choice = choose(spec, host, hypervisor)
+    transport = "serial" if choice.hypervisor in SERIAL_AGENT else "vsock"
+    features = needed_features(spec, transport)
+    modules, missing = modules_to_load(features, kernel.config)
     if missing:
-        die(f"kernel {kernel.version} lacks what cove needs: {', '.join(missing)}",
-            "use Debian's linux-image-cloud-amd64 (the default), or a kernel built with these")
+        die(f"kernel {kernel.version} lacks what this spec needs: {', '.join(missing)}",
+            "for shares use proto = \"virtiofs\" (Debian's cloud kernel has no 9p), or "
+            "bring a kernel built with these (kernel.path)")
+    shares, drives = plan_storage(spec, host.home)
     return Plan(
         name=spec.name,
         vcpu=spec.vcpu,
         memory_mib=spec.memory_mib,
-        hypervisor=spec.hypervisor.value,
+        hypervisor=choice.hypervisor.value,
+        hypervisor_reason=choice.reason,
         accel=host.accel,
         kernel_version=kernel.version,
-        features=BASE_FEATURES,
+        features=tuple(features),
         modules=tuple(modules),
         cmdline=kernel_cmdline(host.accel.accel, host.tsc_khz, spec.kernel.cmdline),
         ports=spec.ports,
         init_env={"COVE_HOSTNAME": spec.name, "COVE_ROOT_SERIAL": ROOT_SERIAL,
-                  "COVE_ROOT_FS": "erofs", "COVE_IP": GUEST_IP, "COVE_GATEWAY": GUEST_GATEWAY,
-                  "COVE_DNS": GUEST_DNS},
-        agent_config=agent_config(spec, with_services),
+                  "COVE_ROOT_FS": "erofs", **network_env(spec)},
+        agent_config=agent_config(spec, with_services, transport),
+        shares=shares,
+        drives=drives,
+        network=spec.network,
+        agent_transport=transport,
+        ephemeral=spec.ephemeral,
+        guest_mounts=guest_mounts(shares, drives),
     )

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from cove.image.cpio import CpioWriter
-from cove.image.initramfs import config_archive, render_env
+from cove.image.initramfs import BootConfig, config_archive, render_env
 
 
 def test_gnu_cpio_reads_what_we_write(tmp_path: Path) -> None:
@@ -34,14 +34,17 @@ def test_config_archive_concatenates(tmp_path: Path) -> None:
     writer = CpioWriter(first)
     writer.file("base", b"1")
     writer.close()
-    data = first.getvalue() + config_archive({"name": "x"}, {"COVE_IP": "10.0.2.15/24"})
+    boot = BootConfig({"name": "x"}, {"COVE_IP": "10.0.2.15/24"}, ("virtio.ko",),
+                      ("disk cove-vol0 /data ext4",), {"secrets/token": b"s3cret"})
+    data = first.getvalue() + config_archive(boot)
     listing = subprocess.run(["cpio", "-t", "--quiet"], input=data, capture_output=True,
                              check=True).stdout.decode().split()
     assert listing[0] == "base"
     # GNU cpio stops at the first trailer; the kernel reads on, so check the second part too
     second = subprocess.run(["cpio", "-t", "--quiet"], input=data[len(first.getvalue()):],
                             capture_output=True, check=True).stdout.decode().split()
-    assert second == ["cove/config.json", "cove/init.env"]
+    assert second == ["cove/config.json", "cove/init.env", "cove/load", "cove/mounts", "cove",
+                      "cove/secrets", "cove/secrets/token"]
 
 
 def test_env_file_quotes_for_sh() -> None:

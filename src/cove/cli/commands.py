@@ -15,11 +15,13 @@ from cove.cli.output import ServicePrinter, progress, write_stream
 from cove.home import cove_home
 from cove.image.build import Artifacts, build_artifacts
 from cove.plan import HostFacts, Plan, make_plan
+from cove.runtime.vmdir import VmDir
 from cove.spec.load import load_spec
 from cove.spec.model import Accel, Spec
 from cove.spec.overrides import apply_overrides
 from cove.vmm.accel import decide_accel, host_tsc_khz
-from cove.vmm.qemu import BootFiles, Sockets, qemu_argv
+from cove.vmm.layout import BootFiles
+from cove.vmm.qemu import qemu_argv
 
 
 def host_facts(spec: Spec, accel: str | None) -> HostFacts:
@@ -59,11 +61,9 @@ def plan_for(spec: Spec, accel: str | None, with_services: bool = True
 def plan_command(spec_path: Path, accel: str | None, as_json: bool) -> None:
     spec = load_spec(spec_path)
     plan, artifacts = plan_for(spec, accel)
-    vm_run = cove_home() / "vms" / spec.name / "run"
-    argv = qemu_argv(plan, BootFiles(artifacts.kernel.vmlinux, vm_run / "initrd",
-                                     artifacts.root.path),
-                     Sockets(vm_run / "qmp.sock", vm_run / "agent.sock",
-                             vm_run.parent / "console.log"))
+    vm_dir = VmDir.for_name(spec.name)
+    argv = qemu_argv(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
+                                     artifacts.root.path), vm_dir.sockets)
     if as_json:
         click.echo(json.dumps({**plan.to_json(), "argv": argv}, indent=2))
         return

@@ -9,9 +9,8 @@ from cove.home import cove_home
 from cove.image.cache import Cache
 from cove.image.initramfs import build_initramfs
 from cove.image.kernel import KernelArtifact, get_kernel
-from cove.image.modules import modules_to_load
+from cove.image.modules import FEATURES, modules_to_load
 from cove.image.rootfs import RootImage, build_host_root
-from cove.plan import BASE_FEATURES
 from cove.spec.model import Spec
 
 
@@ -29,7 +28,8 @@ def default_cache() -> Cache:
 def build_artifacts(spec: Spec, cache: Cache | None = None) -> Artifacts:
     cache = cache or default_cache()
     kernel = get_kernel(spec.kernel, cache)
-    modules, _missing = modules_to_load(list(BASE_FEATURES), kernel.config)
+    # every module a plan may ask for: one initramfs serves all plans of this kernel
+    modules, _missing = modules_to_load(list(FEATURES), kernel.config)
     initramfs = build_initramfs(kernel, modules, cache)
     root = build_host_root(spec.packages, cache)
     return Artifacts(kernel, initramfs, root)

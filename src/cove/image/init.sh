@@ -15,25 +15,43 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 while read -r module; do
     insmod "/lib/modules/$module" || fail "cannot load kernel module $module"
-done < /cove/modules
+done < /cove/load
 . /cove/init.env
 
+# Disks are found by the serial cove gave them (drive order is not stable everywhere).
+disk=""
 find_disk() {
-    for block in /sys/block/vd*; do
-        if [ "$(cat "$block/serial" 2>/dev/null)" = "$1" ]; then
-            echo "/dev/${block##*/}"
-            return 0
-        fi
+    tries=0
+    while [ "$tries" -lt 100 ]; do
+        for block in /sys/block/vd*; do
+            serial=""
+            read -r serial < "$block/serial" 2>/dev/null  # (no newline at its end)
+            if [ "$serial" = "$1" ]; then
+                disk="/dev/${block##*/}"
+                return 0
+            fi
+        done
+        tries=$((tries + 1))
+        sleep 0.05
     done
-    return 1
+    fail "no disk with serial $1"
 }
 
-tries=0
-until root=$(find_disk "$COVE_ROOT_SERIAL"); do
-    tries=$((tries + 1))
-    [ "$tries" -gt 100 ] && fail "no disk with serial $COVE_ROOT_SERIAL"
-    sleep 0.05
-done
+# Shares and volumes, one per line: KIND SOURCE TARGET OPTIONS
+mount_all() {
+    while read -r kind source target options; do
+        mkdir -p "/newroot$target"
+        case "$kind" in
+            virtiofs) mount -t virtiofs -o "$options" "$source" "/newroot$target" ;;
+            9p) mount -t 9p -o "trans=virtio,version=9p2000.L,$options" "$source" \
+                    "/newroot$target" ;;
+            disk) find_disk "$source"; mount -t "$options" "$disk" "/newroot$target" ;;
+        esac || fail "cannot mount $kind $source at $target"
+    done < /cove/mounts
+}
+
+find_disk "$COVE_ROOT_SERIAL"
+root="$disk"
 
 mkdir -p /lower /rw /newroot
 mount -t "$COVE_ROOT_FS" -o ro "$root" /lower || fail "cannot mount the root image $root"
@@ -41,6 +59,7 @@ mount -t tmpfs -o mode=0755 rw /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work root /newroot \
     || fail "cannot mount the root overlay"
+mount_all
 
 mkdir -p /newroot/cove /newroot/proc /newroot/sys /newroot/dev /newroot/tmp /newroot/run \
     /newroot/etc

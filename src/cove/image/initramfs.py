@@ -11,7 +11,9 @@ import io
 import json
 import lzma
 import marshal
+import os
 import sys
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -102,13 +104,10 @@ def build_initramfs(kernel: KernelArtifact, modules: list[str], cache: Cache) ->
                 writer.directory(directory)
             writer.file("bin/busybox", busybox.read_bytes(), 0o755)
             writer.file("init", init_script(), 0o755)
-            names = []
             for relative in paths:
                 assert kernel.modules is not None
-                name = Path(relative).name.split(".ko")[0] + ".ko"
-                writer.file(f"lib/modules/{name}", module_bytes(kernel.modules / relative))
-                names.append(name)
-            writer.file("cove/modules", "".join(f"{n}\n" for n in names).encode())
+                writer.file(f"lib/modules/{module_file(relative)}",
+                            module_bytes(kernel.modules / relative))
             for name, data in sources.items():
                 writer.file(f"cove/{name}", data)
                 writer.file(*bytecode(name, data))
@@ -117,14 +116,39 @@ def build_initramfs(kernel: KernelArtifact, modules: list[str], cache: Cache) ->
     return cache.get_or_build("initramfs", key, build) / "initramfs.cpio"
 
 
-def config_archive(config: dict[str, object], init_env: dict[str, str]) -> bytes:
+def module_file(relative: str) -> str:
+    """The flat name a module has in the initramfs (compressed ones are unpacked)."""
+    return Path(relative).name.split(".ko")[0] + ".ko"
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    """What one boot of one VM gets on top of the shared initramfs."""
+
+    agent: dict[str, object]
+    init_env: dict[str, str]
+    load: tuple[str, ...] = ()  # module files, dependencies first
+    mounts: tuple[str, ...] = ()  # lines for /init: KIND SOURCE TARGET OPTIONS
+    files: dict[str, bytes] = field(default_factory=dict)  # extra files under /cove
+
+
+def config_archive(boot: BootConfig) -> bytes:
     """The per-VM archive appended to the base initramfs."""
     buffer = io.BytesIO()
     writer = CpioWriter(buffer)
-    writer.file("cove/config.json", json.dumps(config).encode(), 0o600)
-    writer.file("cove/init.env", render_env(init_env).encode(), 0o600)
+    writer.file("cove/config.json", json.dumps(boot.agent).encode(), 0o600)
+    writer.file("cove/init.env", render_env(boot.init_env).encode(), 0o600)
+    writer.file("cove/load", "".join(f"{m}\n" for m in boot.load).encode(), 0o600)
+    writer.file("cove/mounts", "".join(f"{m}\n" for m in boot.mounts).encode(), 0o600)
+    for name, data in sorted(boot.files.items()):
+        writer.parents(f"cove/{name}")
+        writer.file(f"cove/{name}", data, 0o600)
     writer.close()
     return buffer.getvalue()
+
+
+def load_order(kernel: KernelArtifact, modules: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(module_file(p) for p in module_paths(kernel, list(modules)))
 
 
 def shell_quote(value: str) -> str:
@@ -135,9 +159,8 @@ def render_env(values: dict[str, str]) -> str:
     return "".join(f"{key}={shell_quote(value)}\n" for key, value in sorted(values.items()))
 
 
-def write_initrd(base: Path, config: dict[str, object], init_env: dict[str, str],
-                 out: Path) -> None:
-    with out.open("wb") as handle:
+def write_initrd(base: Path, boot: BootConfig, out: Path) -> None:
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
         handle.write(base.read_bytes())
-        handle.write(config_archive(config, init_env))
-    out.chmod(0o600)
+        handle.write(config_archive(boot))

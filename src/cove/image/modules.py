@@ -30,6 +30,7 @@ FEATURES = {
         Feature("evdev", "CONFIG_INPUT_EVDEV", "evdev"),
         Feature("virtiofs", "CONFIG_VIRTIO_FS", "virtiofs"),
         Feature("9p", "CONFIG_9P_FS", "9p"),
+        Feature("9p-virtio", "CONFIG_NET_9P_VIRTIO", "9pnet_virtio"),
         Feature("vsock", "CONFIG_VIRTIO_VSOCKETS", "vmw_vsock_virtio_transport"),
     )
 }

@@ -20,13 +20,14 @@ from qemu.qmp import QMPClient
 
 from cove.errors import CoveError, die
 from cove.image.build import Artifacts
-from cove.image.initramfs import write_initrd
+from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.plan import Plan
 from cove.runtime.agent_client import AgentClient, AgentError, Frame
 from cove.runtime.process import Adopted, VmProcess
 from cove.runtime.vmdir import VmDir
 from cove.spec.model import Port, Proto
-from cove.vmm.qemu import BootFiles, qemu_argv
+from cove.vmm.layout import BootFiles
+from cove.vmm.qemu import qemu_argv
 
 BOOT_TIMEOUT = 120.0  # TCG boots take ~3 s; this only catches guests that hang
 AGENT_STOP_TIMEOUT = 20.0
@@ -66,6 +67,11 @@ def die_with_parent() -> None:
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def boot_config(plan: Plan, artifacts: Artifacts) -> BootConfig:
+    return BootConfig(plan.agent_config, plan.init_env,
+                      load_order(artifacts.kernel, plan.modules), plan.guest_mounts)
 
 
 class Machine:
@@ -125,7 +131,7 @@ class Machine:
 
     async def start(self) -> None:
         check_ports_free(self.plan.ports)
-        write_initrd(self.artifacts.initramfs, self.plan.agent_config, self.plan.init_env,
+        write_initrd(self.artifacts.initramfs, boot_config(self.plan, self.artifacts),
                      self.dir.initrd)
         files = BootFiles(self.artifacts.kernel.vmlinux, self.dir.initrd,
                           self.artifacts.root.path)
@@ -151,10 +157,13 @@ class Machine:
             exited.cancel()
             return
         hello.cancel()
-        exited.cancel()
         if not done:
+            exited.cancel()
             raise BootError(f"the guest did not answer within {BOOT_TIMEOUT:.0f} s",
                             self.diagnosis())
+        # the channel closes a moment before QEMU exits: wait for the exit status
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(exited, QUIT_TIMEOUT)
         raise BootError(f"the guest stopped while booting (QEMU exit "
                         f"{self.process.returncode})", self.diagnosis())
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from cove.errors import die
 from cove.home import cove_home
 from cove.runtime.process import running_qemu
-from cove.vmm.qemu import Sockets
+from cove.vmm.layout import RunPaths
 
 UNIX_PATH_MAX = 107
 
@@ -30,10 +30,8 @@ class VmDir:
         return self.root / "run"
 
     @property
-    def sockets(self) -> Sockets:
-        return Sockets(qmp=self.run / "qmp.sock", agent=self.run / "agent.sock",
-                       console_log=self.root / "console.log",
-                       console=self.run / "console.sock")
+    def sockets(self) -> RunPaths:
+        return RunPaths(self.run, self.root / "console.log")
 
     @property
     def record(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from cove.errors import CoveError, die
 from cove.spec.model import (
     Accel,
+    Filesystem,
     Health,
     Hypervisor,
     Kernel,
@@ -16,14 +18,31 @@ from cove.spec.model import (
     Proto,
     Restart,
     Service,
+    Share,
+    ShareProto,
     Source,
     Spec,
     VmRestart,
+    Volume,
 )
-from cove.spec.settings import TOP_SETTINGS
+from cove.spec.settings import NAME_PATTERN, TOP_SETTINGS
 from cove.spec.validate import Checker, Problem
 
 SPEC_FILENAME = "cove.toml"
+# Host stores a guest may read but never write (seen through any share that holds them)
+HOST_STORES = (Path("/nix/store"), Path("/usr"))
+
+
+def touches_host_store(path: Path) -> Path | None:
+    """The host store that `path` is, lies inside, or contains."""
+    for store in HOST_STORES:
+        if path == store or store in path.parents or path in store.parents:
+            return store
+    return None
+
+
+def is_named_volume(source: str) -> bool:
+    return "/" not in source and not source.startswith(".")
 
 
 class SpecError(CoveError):
@@ -82,10 +101,59 @@ def check_cross_field(values: dict[str, Any], checker: Checker) -> None:
                             f"host port {port['host']}/{port['proto']} is already used by "
                             f"ports[{seen[key]}]", "each host port can be forwarded once")
         seen[key] = index
+    check_mounts(values, checker)
     kernel = values.get("kernel") or {}
     if kernel.get("modules") and not kernel.get("path"):
         checker.problem("kernel.modules", "only makes sense with kernel.path",
                         "set kernel.path to your own kernel, or remove kernel.modules")
+
+
+def check_mounts(values: dict[str, Any], checker: Checker) -> None:
+    """Shares and volumes: directories, no two on one target, host stores read-only."""
+    targets: dict[str, str] = {}
+    fixed = {"/config": "config", "/run/secrets": "secrets"}
+    for kind in ("shares", "volumes"):
+        for index, entry in enumerate(values.get(kind) or []):
+            where = f"{kind}[{index}]"
+            target = entry.get("target")
+            if target in targets or target in fixed:
+                checker.problem(f"{where}.target", f"{target} is already used by "
+                                f"{targets.get(target) or fixed[target]}",
+                                "give each share and volume its own target")
+            if target:
+                targets[target] = where
+            if kind == "shares":
+                check_share(entry, where, checker)
+            else:
+                check_volume(entry, where, checker)
+
+
+def check_share(entry: dict[str, Any], where: str, checker: Checker) -> None:
+    source = entry.get("source")
+    if source is None:
+        return
+    if not source.is_dir():
+        checker.problem(f"{where}.source", f"{source} is not a directory",
+                        "share a directory; for a disk image use [[volumes]]")
+    store = touches_host_store(source)
+    if store is not None and not entry.get("readonly", True):
+        checker.problem(f"{where}.readonly", f"{source} holds the host store {store}, which a "
+                        "guest may never write", "remove `readonly = false`; guest writes go "
+                        "to a tmpfs overlay instead")
+
+
+def check_volume(entry: dict[str, Any], where: str, checker: Checker) -> None:
+    source = entry.get("source")
+    if not source:
+        return
+    if is_named_volume(source):
+        if not re.match(NAME_PATTERN, source):
+            checker.problem(f"{where}.source", f'"{source}" is not a valid volume name',
+                            "use lower-case letters, digits, '.', '_', '-', or a path "
+                            "like ./data.ext4")
+    elif (checker.base_dir / source).is_dir():
+        checker.problem(f"{where}.source", f"{source} is a directory; a volume is an image file",
+                        f"name a file, e.g. {source.rstrip('/')}.ext4, or use [[shares]]")
 
 
 def build_spec(path: Path, values: dict[str, Any]) -> Spec:
@@ -93,7 +161,8 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
         Service(name=name, command=body["command"], pre_start=body["pre_start"],
                 env=dict(body["env"]), restart=Restart(body["restart"]),
                 stop_timeout=body["stop_timeout"],
-                health=Health(**body["health"]) if body.get("health") else None)
+                health=Health(**body["health"]) if body.get("health") else None,
+                user=body["user"])
         for name, body in values["services"].items()
     )
     restart = values["restart"] or {}
@@ -117,4 +186,15 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
         accel=Accel(values["accel"]),
         restart=VmRestart(policy=Restart(restart.get("policy", "on-failure")),
                           max=restart.get("max", 5)),
+        shares=tuple(Share(s["source"], s["target"], s["readonly"], ShareProto(s["proto"]))
+                     for s in values["shares"]),
+        volumes=tuple(Volume(v["source"] if is_named_volume(v["source"])
+                             else str((path.parent / v["source"]).resolve()),
+                             v["target"], v["size"], Filesystem(v["fs"]))
+                      for v in values["volumes"]),
+        network=values["network"],
+        auto_forward=values["auto_forward"],
+        config=values.get("config"),
+        secrets=values.get("secrets"),
+        ephemeral=values["ephemeral"],
     )

@@ -21,7 +21,21 @@ class Accel(enum.StrEnum):
 
 
 class Hypervisor(enum.StrEnum):
+    AUTO = "auto"
     QEMU = "qemu"
+    FIRECRACKER = "firecracker"
+    CLOUD_HYPERVISOR = "cloud-hypervisor"
+    CROSVM = "crosvm"
+    KVMTOOL = "kvmtool"
+
+
+class ShareProto(enum.StrEnum):
+    VIRTIOFS = "virtiofs"
+    P9 = "9p"
+
+
+class Filesystem(enum.StrEnum):
+    EXT4 = "ext4"
 
 
 class Source(enum.StrEnum):
@@ -60,6 +74,26 @@ class VmRestart:
 
 
 @dataclass(frozen=True)
+class Share:
+    """A host directory seen inside the guest; read-only unless asked otherwise."""
+
+    source: Path
+    target: str
+    readonly: bool = True
+    proto: ShareProto = ShareProto.VIRTIOFS
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A persistent ext4 disk image: a name (kept in the cove home) or an image path."""
+
+    source: str
+    target: str
+    size_mib: int = 1024
+    fs: Filesystem = Filesystem.EXT4
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     command: str
@@ -68,6 +102,7 @@ class Service:
     restart: Restart = Restart.ON_FAILURE
     stop_timeout: float = 5.0
     health: Health | None = None
+    user: str = "root"
 
 
 @dataclass(frozen=True)
@@ -93,7 +128,14 @@ class Spec:
     kernel: Kernel = Kernel()
     restart: VmRestart = VmRestart()
     source: Source = Source.HOST
-    hypervisor: Hypervisor = Hypervisor.QEMU
+    hypervisor: Hypervisor = Hypervisor.AUTO
+    shares: tuple[Share, ...] = ()
+    volumes: tuple[Volume, ...] = ()
+    network: str = "user"  # "user" (QEMU's NAT), "none", or a network from `cove network`
+    auto_forward: bool = False
+    config: Path | None = None  # delivered read-only at /config
+    secrets: Path | None = None  # delivered at /run/secrets on tmpfs, files 0400
+    ephemeral: bool = False
     accel: Accel = Accel.AUTO
 
     @property

@@ -14,6 +14,8 @@ def setting_schema(setting: Setting) -> dict[str, Any]:
             schema["type"] = "string"
             if setting.pattern:
                 schema["pattern"] = setting.pattern
+        case Kind.BOOL:
+            schema["type"] = "boolean"
         case Kind.INT:
             schema["type"] = "integer"
             if setting.minimum is not None:

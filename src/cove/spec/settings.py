@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cove.spec.model import Accel, Hypervisor, Proto, Restart, Source
+from cove.spec.model import Accel, Filesystem, Hypervisor, Proto, Restart, ShareProto, Source
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+GUEST_PATH_PATTERN = r"^/[^\s\0]*$"  # no spaces: /init reads its mount list with `read`
+NETWORK_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,10}$"  # becomes part of a bridge name (<= 15)
+USER_PATTERN = r"^([a-z_][a-z0-9_-]*|[0-9]+)$"
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PACKAGE_PATTERN = r"^[a-z0-9][a-z0-9+.-]+$"
 
@@ -15,6 +18,7 @@ PACKAGE_PATTERN = r"^[a-z0-9][a-z0-9+.-]+$"
 class Kind(enum.Enum):
     STR = "string"
     INT = "integer"
+    BOOL = "boolean"
     SIZE = "size"  # "256M", "1G", or a number of MiB
     DURATION = "duration"  # "5s", "100ms", "2m", or a number of seconds
     ENUM = "enum"
@@ -69,6 +73,29 @@ SERVICE_SETTINGS = (
             "Grace period between SIGTERM and SIGKILL when stopping.", default=5.0),
     Setting("health", Kind.TABLE, "A health check the agent runs in the guest.", default=None,
             fields=HEALTH_SETTINGS),
+    Setting("user", Kind.STR, "User (name or uid) the service runs as.", default="root",
+            pattern=USER_PATTERN),
+)
+
+SHARE_SETTINGS = (
+    Setting("source", Kind.PATH, "Host directory to share.", required=True, example="./src"),
+    Setting("target", Kind.STR, "Where it appears in the guest.", required=True,
+            pattern=GUEST_PATH_PATTERN, example="/src"),
+    Setting("readonly", Kind.BOOL, "Guest cannot write (a host store is always read-only).",
+            default=True),
+    Setting("proto", Kind.ENUM, "virtiofs, or 9p where the kernel has it.",
+            default=ShareProto.VIRTIOFS.value, choices=choices(ShareProto)),
+)
+
+VOLUME_SETTINGS = (
+    Setting("source", Kind.STR, "A volume name (kept in the cove home) or an image file path.",
+            required=True, example="data"),
+    Setting("target", Kind.STR, "Where it is mounted in the guest.", required=True,
+            pattern=GUEST_PATH_PATTERN, example="/mnt/data"),
+    Setting("size", Kind.SIZE, "Size when first created.", default=1024, minimum=16,
+            maximum=16 * 1024 * 1024),
+    Setting("fs", Kind.ENUM, "Filesystem made on first use.", default=Filesystem.EXT4.value,
+            choices=choices(Filesystem)),
 )
 
 VM_RESTART_SETTINGS = (
@@ -113,10 +140,22 @@ TOP_SETTINGS = (
             fields=KERNEL_SETTINGS),
     Setting("restart", Kind.TABLE, "What happens when the whole VM exits or crashes.",
             default={}, fields=VM_RESTART_SETTINGS),
+    Setting("shares", Kind.TABLE_LIST, "Host directories shared into the guest.", default=[],
+            fields=SHARE_SETTINGS),
+    Setting("volumes", Kind.TABLE_LIST, "Persistent data disks.", default=[],
+            fields=VOLUME_SETTINGS),
+    Setting("network", Kind.STR, "\"user\" (NAT, the default), \"none\", or a network made "
+            "with `cove network create`.", default="user", pattern=NETWORK_PATTERN),
+    Setting("auto_forward", Kind.BOOL, "Forward every TCP port the guest starts listening on.",
+            default=False),
+    Setting("config", Kind.PATH, "Directory delivered read-only at /config in the guest."),
+    Setting("secrets", Kind.PATH, "Directory delivered at /run/secrets (tmpfs, files 0400)."),
+    Setting("ephemeral", Kind.BOOL, "Attach the root image through a throw-away qcow2 overlay.",
+            default=False),
     Setting("source", Kind.ENUM, "Where the root image's files come from.",
             default=Source.HOST.value, choices=choices(Source)),
     Setting("hypervisor", Kind.ENUM, "Which hypervisor runs the guest.",
-            default=Hypervisor.QEMU.value, choices=choices(Hypervisor)),
+            default=Hypervisor.AUTO.value, choices=choices(Hypervisor)),
     Setting("accel", Kind.ENUM, "CPU acceleration: auto decides by probing KVM.",
             default=Accel.AUTO.value, choices=choices(Accel)),
 )

@@ -84,6 +84,11 @@ class Checker:
             self.problem(where, f'"{raw}" is not a valid {setting.key}', setting.help)
         return raw
 
+    def check_bool(self, raw: object, setting: Setting, where: str) -> bool | None:
+        if not self.expect(raw, (bool,), setting, where):
+            return None
+        return bool(raw)
+
     def check_int(self, raw: object, setting: Setting, where: str) -> int | None:
         if not self.expect(raw, (int,), setting, where):
             return None
@@ -204,6 +209,7 @@ class Checker:
 _HANDLERS: dict[Kind, Any] = {
     Kind.STR: Checker.check_str,
     Kind.INT: Checker.check_int,
+    Kind.BOOL: Checker.check_bool,
     Kind.SIZE: Checker.check_size,
     Kind.DURATION: Checker.check_duration,
     Kind.ENUM: Checker.check_enum,

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from cove.guest.proto import PORT_NAME
-from cove.plan import ROOT_SERIAL, Plan
+from cove.plan import Plan
 from cove.spec.model import Port
+from cove.vmm.common import disks, guest_mac, tap_name
+from cove.vmm.layout import BootFiles, RunPaths
 
 QEMU = "qemu-system-x86_64"
-
-
-@dataclass(frozen=True)
-class BootFiles:
-    vmlinux: Path
-    initrd: Path
-    root: Path
-
-
-@dataclass(frozen=True)
-class Sockets:
-    qmp: Path
-    agent: Path
-    console_log: Path
-    console: Path | None = None  # a socket to attach to the serial console, if wanted
 
 
 def opt(value: str | Path) -> str:
@@ -41,7 +27,7 @@ def cpu_model(accel: str) -> str:
     return "host" if accel == "kvm" else "qemu64,+rdrand"
 
 
-def console_chardev(sockets: Sockets) -> list[str]:
+def console_chardev(sockets: RunPaths) -> list[str]:
     """The serial console goes to a file; with a socket, also to whoever attaches."""
     if sockets.console is None:
         return ["-chardev", f"file,id=console,path={opt(sockets.console_log)}"]
@@ -49,12 +35,54 @@ def console_chardev(sockets: Sockets) -> list[str]:
                         f"logfile={opt(sockets.console_log)},logappend=on"]
 
 
-def qemu_argv(plan: Plan, files: BootFiles, sockets: Sockets) -> list[str]:
-    netdev = ",".join(["user,id=net0", *(hostfwd(p) for p in plan.ports)])
+def machine_args(plan: Plan) -> list[str]:
+    if any(share.proto == "virtiofs" for share in plan.shares):
+        # virtiofsd maps guest memory: it must live in a shared memfd
+        return ["-object", f"memory-backend-memfd,id=mem,size={plan.memory_mib}M,share=on",
+                "-machine", "microvm,memory-backend=mem"]
+    return ["-machine", "microvm"]
+
+
+def drive_args(plan: Plan, files: BootFiles, paths: RunPaths) -> list[str]:
+    args = []
+    for disk in disks(plan, files, paths):
+        flags = "readonly=on" if disk.readonly else "cache=writeback,discard=unmap"
+        args += ["-drive", f"id={disk.id},file={opt(disk.path)},format={disk.format},if=none,"
+                           f"{flags}",
+                 "-device", f"virtio-blk-device,drive={disk.id},serial={disk.serial}"]
+    return args
+
+
+def share_args(plan: Plan, paths: RunPaths) -> list[str]:
+    args = []
+    for index, share in enumerate(plan.shares):
+        if share.proto == "virtiofs":
+            args += ["-chardev", f"socket,id=fs{index},path={opt(paths.virtiofs(share.tag))}",
+                     "-device", f"vhost-user-fs-device,chardev=fs{index},tag={share.tag}"]
+        else:
+            readonly = ",readonly=on" if share.readonly else ""
+            args += ["-fsdev", f"local,id=fsdev{index},path={opt(share.source)},"
+                               f"security_model=none{readonly}",
+                     "-device", f"virtio-9p-device,fsdev=fsdev{index},mount_tag={share.tag}"]
+    return args
+
+
+def network_args(plan: Plan) -> list[str]:
+    if plan.network == "none":
+        return []
+    if plan.network == "user":
+        netdev = ",".join(["user,id=net0", *(hostfwd(p) for p in plan.ports)])
+    else:
+        netdev = f"tap,id=net0,ifname={tap_name(plan.name)},script=no,downscript=no"
+    return ["-netdev", netdev,
+            "-device", f"virtio-net-device,netdev=net0,mac={guest_mac(plan.name)}"]
+
+
+def qemu_argv(plan: Plan, files: BootFiles, sockets: RunPaths) -> list[str]:
     return [
         QEMU,
         "-name", opt(plan.name),
-        "-machine", "microvm",
+        *machine_args(plan),
         "-accel", plan.accel.accel,
         "-cpu", cpu_model(plan.accel.accel),
         "-m", f"{plan.memory_mib}M",
@@ -75,8 +103,7 @@ def qemu_argv(plan: Plan, files: BootFiles, sockets: Sockets) -> list[str]:
         "-device", "virtio-serial-device",
         "-device", f"virtserialport,chardev=agent,name={PORT_NAME}",
         "-device", "virtio-rng-device",
-        "-drive", f"id=root,file={opt(files.root)},format=raw,if=none,readonly=on",
-        "-device", f"virtio-blk-device,drive=root,serial={ROOT_SERIAL}",
-        "-netdev", netdev,
-        "-device", "virtio-net-device,netdev=net0",
+        *drive_args(plan, files, sockets),
+        *share_args(plan, sockets),
+        *network_args(plan),
     ]

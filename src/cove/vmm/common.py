@@ -1,0 +1,45 @@
+"""Small pure helpers every backend shares: names, MACs, drive lists, command lines."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from cove.plan import ROOT_SERIAL, Plan
+from cove.vmm.layout import BootFiles, RunPaths
+
+# A guest kernel on these hypervisors resets the VM to stop it (no ACPI power-off path).
+REBOOT_ARGS = ("reboot=k",)
+
+
+@dataclass(frozen=True)
+class Disk:
+    id: str
+    path: str
+    serial: str
+    readonly: bool
+    format: str = "raw"
+
+
+def tap_name(vm: str) -> str:
+    """A tap interface name for a VM: at most 15 bytes, stable, unlikely to collide."""
+    return "ct" + hashlib.sha256(vm.encode()).hexdigest()[:10]
+
+
+def guest_mac(vm: str) -> str:
+    """A stable locally administered unicast MAC for a VM."""
+    digest = hashlib.sha256(b"mac:" + vm.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+def disks(plan: Plan, files: BootFiles, paths: RunPaths) -> list[Disk]:
+    """The root image (or its throw-away overlay), then the data volumes, in guest order."""
+    if plan.ephemeral:
+        root = Disk("root", str(paths.overlay), ROOT_SERIAL, readonly=False, format="qcow2")
+    else:
+        root = Disk("root", str(files.root), ROOT_SERIAL, readonly=True)
+    return [root, *(Disk(d.id, d.path, d.serial, readonly=False) for d in plan.drives)]
+
+
+def cmdline(plan: Plan, extra: tuple[str, ...] = ()) -> str:
+    return " ".join((*plan.cmdline, *extra))

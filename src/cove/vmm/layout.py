@@ -1,0 +1,51 @@
+"""Files a booted VM uses, the same for every hypervisor backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    vmlinux: Path
+    initrd: Path
+    root: Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Sockets and per-boot files in a VM's run dir (removed when it stops)."""
+
+    run: Path
+    console_log: Path
+    console_socket: bool = True  # attachable console; else the console only goes to the log
+
+    @property
+    def qmp(self) -> Path:
+        return self.run / "qmp.sock"
+
+    @property
+    def agent(self) -> Path:
+        return self.run / "agent.sock"
+
+    @property
+    def console(self) -> Path | None:
+        return self.run / "console.sock" if self.console_socket else None
+
+    @property
+    def api(self) -> Path:
+        """The REST socket of Firecracker or Cloud Hypervisor, crosvm's control socket."""
+        return self.run / "api.sock"
+
+    @property
+    def vsock(self) -> Path:
+        """Hybrid vsock: Firecracker's and Cloud Hypervisor's unix socket for guest vsock."""
+        return self.run / "vsock.sock"
+
+    @property
+    def overlay(self) -> Path:
+        return self.run / "root.qcow2"
+
+    def virtiofs(self, tag: str) -> Path:
+        return self.run / f"fs-{tag}.sock"
