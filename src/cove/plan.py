@@ -128,7 +128,11 @@ def kernel_cmdline(accel: str, tsc_khz: int | None, extra: str) -> tuple[str, ..
     return (*args, *extra.split())
 
 
-def agent_config(spec: Spec, with_services: bool, transport: str) -> dict[str, Any]:
+RESET_TO_STOP = frozenset({Hypervisor.FIRECRACKER, Hypervisor.KVMTOOL})
+
+
+def agent_config(spec: Spec, with_services: bool, transport: str,
+                 hypervisor: Hypervisor = Hypervisor.QEMU) -> dict[str, Any]:
     services = {
         s.name: {"command": s.command, "pre_start": s.pre_start, "env": dict(s.env),
                  "restart": s.restart.value, "stop_timeout": s.stop_timeout,
@@ -136,7 +140,8 @@ def agent_config(spec: Spec, with_services: bool, transport: str) -> dict[str, A
         for s in spec.services
     } if with_services else {}
     return {"name": spec.name, "env": dict(spec.env), "services": services,
-            "transport": transport, "vsock_port": AGENT_VSOCK_PORT}
+            "transport": transport, "vsock_port": AGENT_VSOCK_PORT,
+            "halt": "reboot" if hypervisor in RESET_TO_STOP else "poweroff"}
 
 
 def volume_image(source: str, home: Path) -> str:
@@ -216,7 +221,7 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         ports=spec.ports,
         init_env={"COVE_HOSTNAME": spec.name, "COVE_ROOT_SERIAL": ROOT_SERIAL,
                   "COVE_ROOT_FS": "erofs", **network_env(spec)},
-        agent_config=agent_config(spec, with_services, transport),
+        agent_config=agent_config(spec, with_services, transport, choice.hypervisor),
         shares=shares,
         drives=drives,
         network=spec.network,

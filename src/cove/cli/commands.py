@@ -17,16 +17,24 @@ from cove.image.build import Artifacts, build_artifacts
 from cove.plan import HostFacts, Plan, make_plan
 from cove.runtime.vmdir import VmDir
 from cove.spec.load import load_spec
-from cove.spec.model import Accel, Spec
+from cove.spec.model import Accel, Hypervisor, Spec
 from cove.spec.overrides import apply_overrides
-from cove.vmm.accel import decide_accel, host_tsc_khz
+from cove.vmm.accel import AccelDecision, decide_accel, host_tsc_khz
+from cove.vmm.choose import installed_hypervisors
 from cove.vmm.layout import BootFiles
-from cove.vmm.qemu import qemu_argv
+from cove.vmm.render import render
 
 
-def host_facts(spec: Spec, accel: str | None) -> HostFacts:
+def host_facts(spec: Spec, accel: str | None, hypervisor: Hypervisor | None = None
+               ) -> HostFacts:
     requested = Accel(accel) if accel else spec.accel
-    return HostFacts(decide_accel(requested, cove_home() / "host"), host_tsc_khz())
+    decision = decide_accel(requested, cove_home() / "host")
+    if hypervisor not in (None, Hypervisor.QEMU, Hypervisor.AUTO) and accel is None \
+            and decision.accel != "kvm":
+        # show what that hypervisor would get on a KVM host (it cannot run without one)
+        decision = AccelDecision("kvm", f"assumed: {hypervisor.value} runs only on KVM; "
+                                        f"this host: {decision.reason}")
+    return HostFacts(decision, host_tsc_khz(), installed_hypervisors(), cove_home())
 
 
 def build_command(spec_path: Path, as_json: bool) -> None:
@@ -52,22 +60,27 @@ def build_command(spec_path: Path, as_json: bool) -> None:
     click.echo(f"built in {elapsed:.2f} s")
 
 
-def plan_for(spec: Spec, accel: str | None, with_services: bool = True
-             ) -> tuple[Plan, Artifacts]:
+def plan_for(spec: Spec, accel: str | None, with_services: bool = True,
+             hypervisor: Hypervisor | None = None) -> tuple[Plan, Artifacts]:
     artifacts = build_artifacts(spec)
-    return make_plan(spec, host_facts(spec, accel), artifacts.kernel, with_services), artifacts
+    plan = make_plan(spec, host_facts(spec, accel, hypervisor), artifacts.kernel,
+                     with_services, hypervisor)
+    return plan, artifacts
 
 
-def plan_command(spec_path: Path, accel: str | None, as_json: bool) -> None:
+def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
+                 as_json: bool) -> None:
     spec = load_spec(spec_path)
-    plan, artifacts = plan_for(spec, accel)
+    chosen = Hypervisor(hypervisor) if hypervisor else None
+    plan, artifacts = plan_for(spec, accel, hypervisor=chosen)
     vm_dir = VmDir.for_name(spec.name)
-    argv = qemu_argv(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
-                                     artifacts.root.path), vm_dir.sockets)
+    rendered = render(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
+                                      artifacts.root.path), vm_dir.sockets)
     if as_json:
-        click.echo(json.dumps({**plan.to_json(), "argv": argv}, indent=2))
+        click.echo(json.dumps({**plan.to_json(), **rendered}, indent=2))
         return
     click.echo(f"name        {plan.name}  ({plan.vcpu} vCPU, {plan.memory_mib} MiB)")
+    click.echo(f"hypervisor  {plan.hypervisor}: {plan.hypervisor_reason}")
     click.echo(f"accel       {plan.accel.accel}: {plan.accel.reason}")
     click.echo(f"kernel      {plan.kernel_version}")
     click.echo(f"modules     {' '.join(plan.modules) or '(all built in)'}")
@@ -75,8 +88,16 @@ def plan_command(spec_path: Path, accel: str | None, as_json: bool) -> None:
     click.echo(f"root        {artifacts.root.path} (erofs, read-only, tmpfs overlay)")
     click.echo(f"ports       {', '.join(map(str, plan.ports)) or '-'}")
     click.echo(f"services    {', '.join(plan.agent_config['services']) or '-'}")
+    click.echo(f"shares      {', '.join(f'{s.source}->{s.target}' for s in plan.shares) or '-'}")
+    click.echo(f"volumes     {', '.join(f'{d.path}->{d.target}' for d in plan.drives) or '-'}")
+    click.echo(f"network     {plan.network}; agent over {plan.agent_transport}")
     click.echo("argv")
-    click.echo(format_argv(argv))
+    click.echo(format_argv(rendered["argv"]))
+    if "config" in rendered:
+        click.echo("config file")
+        click.echo(json.dumps(rendered["config"], indent=2))
+    for method, path, body in rendered.get("api", []):
+        click.echo(f"{method} {path} {json.dumps(body) if body is not None else ''}")
 
 
 def format_argv(argv: list[str]) -> str:

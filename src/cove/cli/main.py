@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,8 +38,25 @@ def check(spec: Path) -> None:
     from cove.spec.load import load_spec
 
     loaded = load_spec(spec)
+    choice = check_hypervisor(loaded)
     click.echo(f"{loaded.file}: ok ({loaded.name}: {len(loaded.services)} service(s), "
-               f"{len(loaded.ports)} port(s))")
+               f"{len(loaded.ports)} port(s); runs on {choice})")
+
+
+def check_hypervisor(spec: Any) -> str:
+    """The hypervisor the spec would run on here; dies naming what it cannot give."""
+    from cove.home import cove_home
+    from cove.spec.model import Hypervisor
+    from cove.vmm.accel import decide_accel
+    from cove.vmm.choose import choose_hypervisor, installed_hypervisors
+    from cove.vmm.features import required_features
+
+    accel = decide_accel(spec.accel, cove_home() / "host").accel
+    if spec.hypervisor not in (Hypervisor.AUTO, Hypervisor.QEMU):
+        accel = "kvm"  # judge the spec, not this host: it names a KVM-only hypervisor
+    choice = choose_hypervisor(spec.hypervisor, accel, installed_hypervisors(),
+                               required_features(spec, accel))
+    return choice.hypervisor.value
 
 
 @cli.command()
@@ -62,12 +80,16 @@ def build(spec: Path, as_json: bool) -> None:
 @cli.command()
 @SPEC_ARG
 @ACCEL_OPT
+@click.option("--hypervisor", type=click.Choice(["auto", "qemu", "firecracker",
+                                                 "cloud-hypervisor", "crosvm", "kvmtool"]),
+              default=None, help="Show what this hypervisor would be given.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
-def plan(spec: Path, accel: str | None, as_json: bool) -> None:
-    """Show the resolved plan: kernel, modules, command line, accel and why, QEMU argv."""
+def plan(spec: Path, accel: str | None, hypervisor: str | None, as_json: bool) -> None:
+    """Show the resolved plan: hypervisor and accel and why, kernel, modules, command line,
+    and the argv (or config and API calls) the hypervisor gets."""
     from cove.cli.commands import plan_command
 
-    plan_command(spec, accel, as_json)
+    plan_command(spec, accel, hypervisor, as_json)
 
 
 @cli.command()

@@ -19,17 +19,23 @@ if TYPE_CHECKING:
 if __package__:
     from cove.guest import proto
     from cove.guest.lean import deque, signal
-    from cove.guest.link import HostLink, find_port
+    from cove.guest.link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
     from cove.guest.reactor import Child, Reactor
     from cove.guest.services import Service
 else:  # inside the guest: plain modules next to this script
     import proto  # type: ignore[import-not-found,no-redef]
     from lean import deque, signal  # type: ignore[import-not-found,no-redef]
-    from link import HostLink, find_port  # type: ignore[import-not-found,no-redef]
+    from link import (  # type: ignore[import-not-found,no-redef]
+        HostLink,
+        SocketLink,
+        find_port,
+        unix_listener,
+        vsock_listener,
+    )
     from reactor import Child, Reactor  # type: ignore[import-not-found,no-redef]
     from services import Service  # type: ignore[import-not-found,no-redef]
 
-CONFIG = "/cove/config.json"
+CONFIG = os.environ.get("COVE_AGENT_CONFIG", "/cove/config.json")
 CONSOLE = "/dev/ttyS0"
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -53,13 +59,24 @@ def b64(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).decode()
 
 
+def open_link(reactor: Reactor, config: dict[str, object],
+              on_frame: Callable[[dict[str, object]], None],
+              on_hello: Callable[[dict[str, object]], None]) -> HostLink:
+    """The host channel the hypervisor gives: a named virtio-serial port, or vsock."""
+    if config.get("transport") == "vsock":
+        port = int(config.get("vsock_port", 1024))  # type: ignore[call-overload]
+        return SocketLink(reactor, vsock_listener(port), on_frame, on_hello)
+    if config.get("transport") == "unix":  # an agent outside a VM (tests, sandboxes)
+        return SocketLink(reactor, unix_listener(str(config["unix_path"])), on_frame, on_hello)
+    return HostLink(reactor, find_port(proto.PORT_NAME), on_frame, on_hello)
+
+
 class Agent:
     def __init__(self, config: dict[str, object]) -> None:
         self.config = config
         self.booted = time.monotonic()
         self.reactor = Reactor()
-        self.link = HostLink(self.reactor, find_port(proto.PORT_NAME), self.handle,
-                             self.greet)
+        self.link = open_link(self.reactor, config, self.handle, self.greet)
         self.logs: dict[str, deque[tuple[float, int, str]]] = {}
         self.channels: dict[int, Child] = {}
         self.stdin_pending: dict[int, bytearray] = {}
@@ -76,8 +93,10 @@ class Agent:
             for name, spec in services.items()
         }
         self.reactor.on_signal(signal.SIGTERM, self.shutdown)
-        self.reactor.on_signal(signal.SIGINT, self.shutdown)
-        self.watch_power_button()
+        self.reactor.on_signal(signal.SIGINT, self.shutdown)  # also Ctrl-Alt-Del (Firecracker)
+        self.in_vm = os.getpid() == 1  # outside a VM (tests) leave the machine's devices be
+        if self.in_vm:
+            self.watch_power_button()
 
     # -- host channel ---------------------------------------------------------------
     def greet(self, _frame: dict[str, object]) -> None:
@@ -247,7 +266,7 @@ class Agent:
     def start(self) -> None:
         for service in self.services.values():
             service.start()
-        if self.config.get("console_shell", True):
+        if self.in_vm and self.config.get("console_shell", True):
             self.console_shell()
 
     def console_shell(self) -> None:
@@ -295,7 +314,9 @@ class Agent:
         self.link.flush_blocking(1.0)
         os.sync()
         if os.getpid() == 1:
-            os.execv("/bin/busybox", ["poweroff", "-f"])
+            # where the hypervisor has no ACPI power-off, a reset ends the VM (reboot=k)
+            halt = "reboot" if self.config.get("halt") == "reboot" else "poweroff"
+            os.execv("/bin/busybox", [halt, "-f"])
         raise SystemExit(0)
 
     def run(self) -> None:

@@ -53,11 +53,13 @@ def find_port(name: str, timeout: float = 10.0) -> str:
 
 
 class HostLink:
+    """Framed frames over a virtio-serial port (or, in subclasses, a stream socket)."""
+
     def __init__(self, reactor: Reactor, path: str,
                  on_frame: Callable[[dict[str, object]], None],
                  on_hello: Callable[[dict[str, object]], None]) -> None:
         self.reactor = reactor
-        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fd = self.open(path)
         self.on_frame = on_frame
         self.on_hello = on_hello
         self.connected = False
@@ -66,6 +68,12 @@ class HostLink:
         self.pending: deque[bytes] = deque()
         self.pending_bytes = 0
         self.dropped = 0
+        self.listen()
+
+    def open(self, path: str) -> int:
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def listen(self) -> None:
         self.reactor.watch(self.fd, POLL_IN, self._ready)
 
     def _ready(self, revents: int) -> None:
@@ -112,6 +120,10 @@ class HostLink:
         self.out.clear()
         self.decoder = proto.Decoder()
         self.reactor.unwatch(self.fd)
+        self.wait_for_host()
+
+    def wait_for_host(self) -> None:
+        """A virtio port stays open: look again for a host in a moment."""
         self.reactor.later(RECHECK, lambda: self.reactor.watch(self.fd, POLL_IN, self._ready))
 
     def send(self, frame: dict[str, object], keep: bool = False) -> None:
@@ -150,6 +162,9 @@ class HostLink:
         if self.fd in self.reactor.handlers:
             self.reactor.modify(self.fd, POLL_IN | (POLL_OUT if self.out else 0))
 
+    def connection_ready(self, revents: int) -> None:
+        self._ready(revents)
+
     def flush_blocking(self, timeout: float) -> None:
         """Push out what is queued before the VM powers off."""
         deadline = time.monotonic() + timeout
@@ -157,3 +172,71 @@ class HostLink:
             self.flush()
             if self.out:
                 time.sleep(0.01)
+
+
+class SocketLink(HostLink):
+    """The same frames over a listening stream socket: one host connection at a time.
+
+    Used with AF_VSOCK (Firecracker, Cloud Hypervisor, crosvm, kvmtool); tests use it over
+    any socket. `_socket` directly: the `socket` module imports enum and selectors.
+    """
+
+    def __init__(self, reactor: Reactor, listener: object,
+                 on_frame: Callable[[dict[str, object]], None],
+                 on_hello: Callable[[dict[str, object]], None]) -> None:
+        self.listener = listener
+        super().__init__(reactor, "", on_frame, on_hello)
+
+    def open(self, path: str) -> int:
+        return -1
+
+    def listen(self) -> None:
+        self.reactor.watch(self.listener.fileno(), POLL_IN,  # type: ignore[attr-defined]
+                           self._accept)
+
+    def _accept(self, _revents: int) -> None:
+        try:
+            fd, _address = self.listener._accept()  # type: ignore[attr-defined]
+        except OSError:
+            return
+        if self.fd >= 0:  # a new host replaces the old connection
+            self.reactor.unwatch(self.fd)
+            os.close(self.fd)
+        self.fd = fd
+        os.set_blocking(fd, False)
+        self.connected = False
+        self.decoder = proto.Decoder()
+        self.reactor.watch(fd, POLL_IN, self._ready)
+
+    def _ready(self, revents: int) -> None:
+        if self.fd >= 0:
+            super()._ready(revents)
+
+    def wait_for_host(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def flush(self) -> None:
+        if self.fd >= 0:
+            super().flush()
+
+
+def vsock_listener(port: int) -> object:
+    import _socket
+
+    return _listen(_socket.socket(_socket.AF_VSOCK, _socket.SOCK_STREAM),
+                   (_socket.VMADDR_CID_ANY, port))
+
+
+def unix_listener(path: str) -> object:
+    import _socket
+
+    return _listen(_socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM), path)
+
+
+def _listen(listener: object, address: object) -> object:
+    listener.bind(address)  # type: ignore[attr-defined]
+    listener.listen(1)  # type: ignore[attr-defined]
+    listener.setblocking(False)  # type: ignore[attr-defined]
+    return listener

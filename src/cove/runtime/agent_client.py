@@ -6,11 +6,11 @@ import asyncio
 import base64
 import itertools
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from cove.errors import CoveError
 from cove.guest import proto
+from cove.vmm.vsock import Connector
 
 Frame = dict[str, Any]
 
@@ -27,8 +27,8 @@ class ExecStream:
 
 
 class AgentClient:
-    def __init__(self, path: Path, on_frame: Callable[[Frame], None]) -> None:
-        self.path = path
+    def __init__(self, connector: Connector, on_frame: Callable[[Frame], None]) -> None:
+        self.connector = connector
         self.on_frame = on_frame
         self.ids = itertools.count(1)
         self.pending: dict[int, asyncio.Future[Frame]] = {}
@@ -39,12 +39,13 @@ class AgentClient:
         self.reader_task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
-        """Connect (QEMU creates the socket at start) and say hello first."""
+        """Connect (retrying until the VMM's socket or the guest's listener is there; the
+        caller bounds the wait) and say hello first."""
         while True:
             try:
-                reader, self.writer = await asyncio.open_unix_connection(str(self.path))
+                reader, self.writer = await self.connector()
                 break
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (FileNotFoundError, ConnectionError, OSError):
                 await asyncio.sleep(0.01)
         self.reader_task = asyncio.create_task(self._read(reader))
         self.send({"t": "hello", "v": proto.VERSION})

@@ -28,6 +28,7 @@ from cove.runtime.vmdir import VmDir
 from cove.spec.model import Port, Proto
 from cove.vmm.layout import BootFiles
 from cove.vmm.qemu import qemu_argv
+from cove.vmm.vsock import unix_connector
 
 BOOT_TIMEOUT = 120.0  # TCG boots take ~3 s; this only catches guests that hang
 AGENT_STOP_TIMEOUT = 20.0
@@ -121,7 +122,7 @@ class Machine:
         if pid is None:
             raise BootError(f"{self.plan.name}: its QEMU is no longer running")
         self.process = Adopted(pid)
-        self.agent = AgentClient(self.dir.sockets.agent, self.on_frame)
+        self.agent = AgentClient(unix_connector(self.dir.sockets.agent), self.on_frame)
         try:
             await asyncio.wait_for(self._connect_and_greet(self.agent), timeout)
         except TimeoutError:
@@ -143,7 +144,7 @@ class Machine:
                 start_new_session=True,  # Ctrl-C reaches cove, which shuts down gracefully
                 preexec_fn=die_with_parent if self.bound_to_owner else None)
         self.dir.pidfile.write_text(f"{self.process.pid}\n")
-        self.agent = AgentClient(self.dir.sockets.agent, self.on_frame)
+        self.agent = AgentClient(unix_connector(self.dir.sockets.agent), self.on_frame)
         await self._await_agent(self.agent)
         self.ready_at = time.monotonic()
 

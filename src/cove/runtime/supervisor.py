@@ -33,11 +33,11 @@ def vm_backoff(attempt: int) -> float:
     return float(min(BACKOFF_FIRST * 2 ** max(attempt - 1, 0), BACKOFF_MAX))
 
 
-def summarize_health(services: dict[str, dict[str, Any]]) -> str:
+def summarize_health(services: dict[str, dict[str, Any]], declared: list[str]) -> str:
     """One word for `ls`: healthy, starting, unhealthy, or - with no services."""
-    if not services:
+    if not services and not declared:
         return "-"
-    words = set()
+    words = {"starting"} if set(declared) - set(services) else set()
     for service in services.values():
         if service.get("health"):
             words.add(service["health"])
@@ -148,6 +148,7 @@ class VmSupervisor:
         machine = self.new_machine()
         machine.claim()
         self.machine, self.state, self.clean_exit = machine, "starting", False
+        self.services = {}  # what a previous boot said no longer holds
         try:
             await machine.start()
         except BaseException as error:
@@ -243,7 +244,9 @@ class VmSupervisor:
         cpu, rss = self.usage()
         return {
             "name": self.name, "state": self.state,
-            "health": summarize_health(self.services) if self.state == "running" else "-",
+            "health": summarize_health(self.services, list(
+                self.record.plan.agent_config.get("services", {}))) if self.state == "running"
+            else "-",
             "ports": [str(p) for p in self.record.plan.ports],
             "uptime": round(time.time() - self.since, 1) if self.state == "running" else None,
             "cpu_percent": cpu, "rss_bytes": rss, "restarts": self.restarts,

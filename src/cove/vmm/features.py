@@ -148,3 +148,7 @@ def markdown_table() -> str:
             cells.append(f"{mark}: {support.note}" if support.note else mark)
         lines.append(f"| {feature.value} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # regenerates the table in docs/hypervisors.md
+    print(markdown_table(), end="")

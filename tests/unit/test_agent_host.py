@@ -1,0 +1,113 @@
+"""The guest agent's logic, run on the host over the socket transport (fast; no VM)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cove.runtime.agent_client import AgentClient, Frame
+from cove.vmm.vsock import unix_connector
+from tests.agent_harness import running_agent
+
+
+async def wait_until(frames: list[Frame], predicate: Any, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate(frames):
+            await asyncio.sleep(0.02)
+
+
+def events(frames: list[Frame], kind: str, svc: str) -> list[Frame]:
+    return [f for f in frames if f.get("kind") == kind and f.get("svc") == svc]
+
+
+def test_exec_status_and_stdin(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        frames: list[Frame] = []
+        async with running_agent(tmp_path, {}, frames) as (client, _process):
+            out: list[bytes] = []
+            code = await client.exec(["sh", "-c", "echo out; echo err >&2; exit 3"],
+                                     lambda fd, data: out.append(data))
+            assert code == 3
+            assert b"".join(out) == b"out\nerr\n"
+            big = b"x" * (3 * 2**20)  # more than a pipe holds: written without blocking
+            counted: list[bytes] = []
+            assert await client.exec(["wc", "-c"], lambda fd, d: counted.append(d),
+                                     stdin=big) == 0
+            assert b"".join(counted).strip() == str(len(big)).encode()
+            assert (await client.request("ping"))["ok"]
+
+    asyncio.run(scenario())
+
+
+def test_health_check_transitions_and_output(tmp_path: Path) -> None:
+    flag = tmp_path / "ready"
+    services = {"web": {"command": "sleep 100", "health": {
+        "command": f"test -e {flag} || {{ echo not ready; exit 1; }}", "interval": 0.2,
+        "timeout": 1, "retries": 2, "start_period": 0}}}
+
+    async def scenario() -> None:
+        frames: list[Frame] = []
+        async with running_agent(tmp_path, services, frames) as (client, _process):
+            await wait_until(frames, lambda f: events(f, "unhealthy", "web"))
+            assert events(frames, "unhealthy", "web")[0]["output"] == "not ready"
+            flag.touch()
+            await wait_until(frames, lambda f: events(f, "healthy", "web"))
+            status = await client.request("status")
+            assert status["services"]["web"]["health"] == "healthy"
+
+    asyncio.run(scenario())
+
+
+def test_output_is_kept_while_no_host_listens(tmp_path: Path) -> None:
+    services = {"ticker": {"command": "sleep 0.5; echo while-away; sleep 100"}}
+
+    async def scenario() -> None:
+        frames: list[Frame] = []
+        async with running_agent(tmp_path, services, frames) as (client, _process):
+            await client.close()  # the host goes away ...
+            await asyncio.sleep(1.5)
+            again: list[Frame] = []  # ... and a new one connects later
+            second = AgentClient(unix_connector(tmp_path / "agent.sock"), again.append)
+            await second.connect()
+            await second.hello
+            await wait_until(again, lambda f: any(
+                base64.b64decode(x.get("data", "")) == b"while-away\n" for x in f))
+            await second.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("policy", "code", "restarts"), [
+    ("on-failure", 3, True), ("on-failure", 0, False), ("never", 3, False), ("always", 0, True),
+])
+def test_restart_policy(tmp_path: Path, policy: str, code: int, restarts: bool) -> None:
+    services = {"job": {"command": f"exit {code}", "restart": policy}}
+
+    async def scenario() -> None:
+        frames: list[Frame] = []
+        async with running_agent(tmp_path, services, frames) as (_client, _process):
+            await wait_until(frames, lambda f: events(f, "exited", "job"))
+            await asyncio.sleep(1.0)  # the first backoff is 0.5 s
+            assert bool(events(frames, "restarting", "job")) is restarts
+            assert (len(events(frames, "started", "job")) > 1) is restarts
+
+    asyncio.run(scenario())
+
+
+def test_shutdown_stops_services_then_exits(tmp_path: Path) -> None:
+    services = {"stubborn": {"command": "trap '' TERM; sleep 100", "stop_timeout": 0.5}}
+
+    async def scenario() -> None:
+        frames: list[Frame] = []
+        async with running_agent(tmp_path, services, frames) as (client, process):
+            await wait_until(frames, lambda f: events(f, "started", "stubborn"))
+            await client.request("shutdown")
+            await wait_until(frames, lambda f: any(x.get("kind") == "poweroff" for x in f))
+            assert events(frames, "stopped", "stubborn")[0]["code"] == 137  # SIGKILLed
+            assert process.wait(timeout=5) == 0
+
+    asyncio.run(scenario())
