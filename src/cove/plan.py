@@ -7,6 +7,7 @@ Nothing here touches the host.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ GUEST_GATEWAY = "10.0.2.2"
 GUEST_DNS = "10.0.2.3"
 AGENT_VSOCK_PORT = 1024
 GUEST_CID = 3
+AF_VSOCK_BACKENDS = frozenset({Hypervisor.CROSVM, Hypervisor.KVMTOOL})
 SERIAL_AGENT = frozenset({Hypervisor.QEMU})  # the others reach the agent over vsock
 BASE_FEATURES = ("virtio-mmio", "virtio-blk", "virtio-console", "virtio-rng", "erofs",
                  "overlay", "acpi-button", "evdev")
@@ -144,6 +146,11 @@ def agent_config(spec: Spec, with_services: bool, transport: str,
             "halt": "reboot" if hypervisor in RESET_TO_STOP else "poweroff"}
 
 
+def guest_cid(name: str) -> int:
+    """With host-kernel vsock every guest on the host needs its own CID (3 and up)."""
+    return GUEST_CID + int(hashlib.sha256(name.encode()).hexdigest(), 16) % (1 << 24)
+
+
 def volume_image(source: str, home: Path) -> str:
     """A named volume lives in the cove home; otherwise the source is the image path."""
     return source if "/" in source else str(home / "volumes" / f"{source}.ext4")
@@ -228,4 +235,5 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         agent_transport=transport,
         ephemeral=spec.ephemeral,
         guest_mounts=guest_mounts(shares, drives),
+        vsock_cid=guest_cid(spec.name) if choice.hypervisor in AF_VSOCK_BACKENDS else GUEST_CID,
     )

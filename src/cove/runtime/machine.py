@@ -16,19 +16,17 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from qemu.qmp import QMPClient
-
 from cove.errors import CoveError, die
 from cove.image.build import Artifacts
 from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.plan import Plan
 from cove.runtime.agent_client import AgentClient, AgentError, Frame
 from cove.runtime.process import Adopted, VmProcess
+from cove.runtime.storage import prepare_drives, start_virtiofsd
 from cove.runtime.vmdir import VmDir
 from cove.spec.model import Port, Proto
+from cove.vmm.launch import launcher_for
 from cove.vmm.layout import BootFiles
-from cove.vmm.qemu import qemu_argv
-from cove.vmm.vsock import unix_connector
 
 BOOT_TIMEOUT = 120.0  # TCG boots take ~3 s; this only catches guests that hang
 AGENT_STOP_TIMEOUT = 20.0
@@ -90,6 +88,9 @@ class Machine:
         self.lock_fd: int | None = None
         self.started_at = 0.0
         self.ready_at = 0.0
+        self.helpers: list[asyncio.subprocess.Process] = []  # virtiofsd
+        self.launcher = launcher_for(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
+                                                     artifacts.root.path), vm_dir.sockets)
 
     async def __aenter__(self) -> Machine:
         self.claim()
@@ -122,7 +123,7 @@ class Machine:
         if pid is None:
             raise BootError(f"{self.plan.name}: its QEMU is no longer running")
         self.process = Adopted(pid)
-        self.agent = AgentClient(unix_connector(self.dir.sockets.agent), self.on_frame)
+        self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame)
         try:
             await asyncio.wait_for(self._connect_and_greet(self.agent), timeout)
         except TimeoutError:
@@ -131,20 +132,24 @@ class Machine:
         self.ready_at = time.monotonic()
 
     async def start(self) -> None:
-        check_ports_free(self.plan.ports)
+        if self.plan.network == "user":
+            check_ports_free(self.plan.ports)
         write_initrd(self.artifacts.initramfs, boot_config(self.plan, self.artifacts),
                      self.dir.initrd)
-        files = BootFiles(self.artifacts.kernel.vmlinux, self.dir.initrd,
-                          self.artifacts.root.path)
-        argv = qemu_argv(self.plan, files, self.dir.sockets)
         self.started_at = time.monotonic()
-        with self.dir.qemu_log.open("wb") as log:
+        prepare_drives(self.plan, self.dir.sockets)
+        self.dir.qemu_log.write_bytes(b"")
+        self.helpers = await start_virtiofsd(self.plan, self.dir.sockets, self.dir.qemu_log)
+        self.launcher.prepare()
+        with self.dir.qemu_log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                *self.launcher.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                stderr=log,
                 start_new_session=True,  # Ctrl-C reaches cove, which shuts down gracefully
                 preexec_fn=die_with_parent if self.bound_to_owner else None)
         self.dir.pidfile.write_text(f"{self.process.pid}\n")
-        self.agent = AgentClient(unix_connector(self.dir.sockets.agent), self.on_frame)
+        await self.launcher.after_spawn()
+        self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame)
         await self._await_agent(self.agent)
         self.ready_at = time.monotonic()
 
@@ -173,6 +178,10 @@ class Machine:
         await agent.hello
 
     def diagnosis(self) -> str:
+        qemu_said = tail(self.dir.qemu_log, 5)
+        if 'Failed to get "write" lock' in qemu_said:
+            return ("a disk image is in use by another VM (QEMU's image lock); give this VM "
+                    "its own volume, or make it ephemeral to share one read-only\n" + qemu_said)
         parts = []
         if qemu := tail(self.dir.qemu_log, 5):
             parts.append(f"QEMU said:\n{qemu}")
@@ -196,13 +205,23 @@ class Machine:
         return await self.process.wait()
 
     async def stop(self, timeout: float = AGENT_STOP_TIMEOUT) -> None:
-        """Graceful: the agent stops services and powers off; then QMP quit; then SIGKILL."""
-        if not self.running:
-            return
+        """Graceful first: the agent stops the services and powers off; then the virtual
+        power button; then the hypervisor's own quit; then SIGKILL."""
+        if self.running:
+            await self._stop_steps(timeout)
+        for helper in self.helpers:
+            if helper.returncode is None:
+                helper.kill()
+                await helper.wait()
+        self.helpers = []
+
+    async def _stop_steps(self, timeout: float) -> None:
         if self.agent is not None and await self._try(self.agent.request("shutdown"), 2.0) \
                 and await self._exited_within(timeout):
             return
-        if await self._quit_via_qmp() and await self._exited_within(QUIT_TIMEOUT):
+        if await self.launcher.power_button() and await self._exited_within(timeout / 2):
+            return
+        if await self.launcher.quit() and await self._exited_within(QUIT_TIMEOUT):
             return
         self.kill()
         await self._exited_within(QUIT_TIMEOUT)
@@ -220,18 +239,6 @@ class Machine:
             await asyncio.wait_for(self.process.wait(), timeout)
         except TimeoutError:
             return False
-        return True
-
-    async def _quit_via_qmp(self) -> bool:
-        qmp = QMPClient(self.plan.name)
-        try:
-            await asyncio.wait_for(qmp.connect(str(self.dir.sockets.qmp)), 2.0)
-            await asyncio.wait_for(qmp.execute("quit"), 2.0)
-        except Exception:
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                await qmp.disconnect()
         return True
 
     def kill(self) -> None:

@@ -150,8 +150,8 @@ TOP_SETTINGS = (
             default=False),
     Setting("config", Kind.PATH, "Directory delivered read-only at /config in the guest."),
     Setting("secrets", Kind.PATH, "Directory delivered at /run/secrets (tmpfs, files 0400)."),
-    Setting("ephemeral", Kind.BOOL, "Attach the root image through a throw-away qcow2 overlay.",
-            default=False),
+    Setting("ephemeral", Kind.BOOL, "Leave no trace: volumes are attached through throw-away "
+            "qcow2 overlays (the root's writes are always thrown away).", default=False),
     Setting("source", Kind.ENUM, "Where the root image's files come from.",
             default=Source.HOST.value, choices=choices(Source)),
     Setting("hypervisor", Kind.ENUM, "Which hypervisor runs the guest.",

@@ -33,12 +33,15 @@ def guest_mac(vm: str) -> str:
 
 
 def disks(plan: Plan, files: BootFiles, paths: RunPaths) -> list[Disk]:
-    """The root image (or its throw-away overlay), then the data volumes, in guest order."""
+    """The read-only root image, then the data volumes (through throw-away qcow2 overlays
+    when the VM is ephemeral, so their images are only read)."""
+    root = Disk("root", str(files.root), ROOT_SERIAL, readonly=True)
     if plan.ephemeral:
-        root = Disk("root", str(paths.overlay), ROOT_SERIAL, readonly=False, format="qcow2")
+        volumes = [Disk(d.id, str(paths.overlay(d.id)), d.serial, readonly=False,
+                        format="qcow2") for d in plan.drives]
     else:
-        root = Disk("root", str(files.root), ROOT_SERIAL, readonly=True)
-    return [root, *(Disk(d.id, d.path, d.serial, readonly=False) for d in plan.drives)]
+        volumes = [Disk(d.id, d.path, d.serial, readonly=False) for d in plan.drives]
+    return [root, *volumes]
 
 
 def cmdline(plan: Plan, extra: tuple[str, ...] = ()) -> str:

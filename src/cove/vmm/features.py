@@ -21,7 +21,7 @@ class Feature(enum.StrEnum):
     BALLOON = "balloon"
     GRACEFUL_SHUTDOWN = "graceful shutdown"
     RUNTIME_FORWARD = "runtime port forwards"
-    QCOW2 = "qcow2 overlays (ephemeral root)"
+    QCOW2 = "qcow2 overlays (ephemeral volumes)"
     TCG = "software emulation (no KVM)"
 
 
@@ -122,7 +122,7 @@ def required_features(spec: Spec, accel: str) -> list[Feature]:
         wanted.append(Feature.TAP)
     if spec.auto_forward:
         wanted.append(Feature.RUNTIME_FORWARD)
-    if spec.ephemeral:
+    if spec.ephemeral and spec.volumes:
         wanted.append(Feature.QCOW2)
     if accel == "tcg":
         wanted.append(Feature.TCG)

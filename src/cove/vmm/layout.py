@@ -43,9 +43,9 @@ class RunPaths:
         """Hybrid vsock: Firecracker's and Cloud Hypervisor's unix socket for guest vsock."""
         return self.run / "vsock.sock"
 
-    @property
-    def overlay(self) -> Path:
-        return self.run / "root.qcow2"
+    def overlay(self, drive: str) -> Path:
+        """An ephemeral VM's throw-away overlay over one of its volumes."""
+        return self.run / f"{drive}.qcow2"
 
     def virtiofs(self, tag: str) -> Path:
         return self.run / f"fs-{tag}.sock"

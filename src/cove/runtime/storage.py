@@ -1,0 +1,85 @@
+"""Host-side storage of a VM: volume images, ephemeral overlays, virtiofsd per share."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from cove.errors import die
+from cove.plan import Drive, Plan, PlannedShare
+from cove.proc import require_tool, run
+from cove.vmm.layout import RunPaths
+
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+SOCKET_WAIT = 10.0
+
+
+def create_volume(drive: Drive) -> None:
+    """Make the ext4 image of a volume once; after that it only ever grows."""
+    path = Path(drive.path)
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.truncate(drive.size_mib * 2**20)
+        run(["mkfs.ext4", "-q", "-F", "-L", drive.id, "-E", "lazy_itable_init=0,"
+             "lazy_journal_init=0", str(tmp)], what=f"mkfs.ext4 for {drive.path}")
+        tmp.rename(path)  # a half-made image never takes the volume's name
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def create_overlay(drive: Drive, paths: RunPaths) -> None:
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", drive.path,
+         str(paths.overlay(drive.id))], what="qemu-img create")
+
+
+def prepare_drives(plan: Plan, paths: RunPaths) -> None:
+    for drive in plan.drives:
+        create_volume(drive)
+        if plan.ephemeral:
+            create_overlay(drive, paths)
+
+
+def virtiofsd_argv(share: PlannedShare, paths: RunPaths) -> list[str]:
+    daemon = [VIRTIOFSD, f"--socket-path={paths.virtiofs(share.tag)}", "-o",
+              f"source={share.source}", "-o", "cache=auto"]
+    if not share.readonly:
+        return daemon
+    # virtiofsd has no read-only switch: it runs in a mount namespace of its own where
+    # the source is a read-only bind mount, so even a guest that remounts rw cannot write
+    return ["unshare", "--mount", "--propagation", "private", "--",
+            sys.executable, "-m", "cove.runtime.robind", share.source, "--", *daemon]
+
+
+async def start_virtiofsd(plan: Plan, paths: RunPaths, log: Path,
+                          ) -> list[asyncio.subprocess.Process]:
+    shares = [s for s in plan.shares if s.proto == "virtiofs"]
+    if not shares:
+        return []
+    if not Path(VIRTIOFSD).exists():
+        die("virtiofsd is not installed", "install it with: apt-get install qemu-system-common")
+    require_tool("unshare")
+    processes = []
+    with log.open("ab") as sink:
+        for share in shares:
+            processes.append(await asyncio.create_subprocess_exec(
+                *virtiofsd_argv(share, paths), stdin=asyncio.subprocess.DEVNULL, stdout=sink,
+                stderr=sink, start_new_session=True))
+    for share, process in zip(shares, processes, strict=True):
+        await wait_for_socket(paths.virtiofs(share.tag), process, log)
+    return processes
+
+
+async def wait_for_socket(path: Path, process: asyncio.subprocess.Process, log: Path) -> None:
+    deadline = asyncio.get_running_loop().time() + SOCKET_WAIT
+    while not path.exists():
+        if process.returncode is not None or asyncio.get_running_loop().time() > deadline:
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            die(f"virtiofsd did not start for {path.name}: " + " / ".join(tail),
+                "is the shared directory there, and is cove running as root?")
+        await asyncio.sleep(0.02)

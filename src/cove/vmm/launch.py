@@ -1,0 +1,163 @@
+"""How each hypervisor is started, how its guest agent is reached, and how it is stopped.
+
+The Machine drives every VM through this interface; only QEMU can run on hosts without KVM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+
+from qemu.qmp import QMPClient
+
+from cove.plan import AGENT_VSOCK_PORT, Plan
+from cove.spec.model import Hypervisor
+from cove.vmm import cloud_hypervisor, crosvm, firecracker, kvmtool
+from cove.vmm.layout import BootFiles, RunPaths
+from cove.vmm.qemu import qemu_argv
+from cove.vmm.rest import RestClient
+from cove.vmm.vsock import Connector, af_vsock_connector, hybrid_connector, unix_connector
+
+CONTROL_TIMEOUT = 3.0
+
+
+class Launcher:
+    def __init__(self, plan: Plan, files: BootFiles, paths: RunPaths) -> None:
+        self.plan = plan
+        self.files = files
+        self.paths = paths
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Write what the hypervisor reads at start (config files)."""
+
+    async def after_spawn(self) -> None:
+        """Configure and boot through the API, for hypervisors that work that way."""
+
+    def agent_connector(self) -> Connector:
+        return hybrid_connector(self.paths.vsock, AGENT_VSOCK_PORT)
+
+    async def power_button(self) -> bool:
+        """Ask the guest to shut down the way the hardware would; False if there is none."""
+        return False
+
+    async def quit(self) -> bool:
+        """Stop the hypervisor through its control channel; False if that failed."""
+        return False
+
+    async def rest(self, calls: list[tuple[str, str, object]]) -> bool:
+        try:
+            await asyncio.wait_for(RestClient(self.paths.api, self.plan.hypervisor).run(calls),
+                                   CONTROL_TIMEOUT)
+        except Exception:  # the caller falls back to the next way to stop
+            return False
+        return True
+
+
+class QemuLauncher(Launcher):
+    def argv(self) -> list[str]:
+        return qemu_argv(self.plan, self.files, self.paths)
+
+    def agent_connector(self) -> Connector:
+        return unix_connector(self.paths.agent)
+
+    async def qmp(self, command: str) -> bool:
+        client = QMPClient(self.plan.name)
+        try:
+            await asyncio.wait_for(client.connect(str(self.paths.qmp)), CONTROL_TIMEOUT)
+            await asyncio.wait_for(client.execute(command), CONTROL_TIMEOUT)
+        except Exception:  # any QMP failure falls through to the next step
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+        return True
+
+    async def power_button(self) -> bool:
+        return await self.qmp("system_powerdown")
+
+    async def quit(self) -> bool:
+        return await self.qmp("quit")
+
+
+class FirecrackerLauncher(Launcher):
+    def argv(self) -> list[str]:
+        return firecracker.argv(self.plan, self.paths)
+
+    def prepare(self) -> None:
+        for name in ("firecracker.log", "firecracker-metrics.json"):
+            (self.paths.run / name).touch(mode=0o600)
+        config = firecracker.config_file(self.plan, self.files, self.paths)
+        (self.paths.run / "firecracker.json").write_text(json.dumps(config, indent=1))
+
+    async def power_button(self) -> bool:
+        return await self.rest([firecracker.SHUTDOWN_CALL])
+
+
+class CloudHypervisorLauncher(Launcher):
+    def argv(self) -> list[str]:
+        return [cloud_hypervisor.BINARY, "--api-socket", f"path={self.paths.api}"]
+
+    async def after_spawn(self) -> None:
+        while not self.paths.api.exists():
+            await asyncio.sleep(0.01)
+        await RestClient(self.paths.api, self.plan.hypervisor).run(
+            cloud_hypervisor.api_calls(self.plan, self.files, self.paths))
+
+    async def power_button(self) -> bool:
+        return await self.rest(list(cloud_hypervisor.SHUTDOWN_CALLS))
+
+    async def quit(self) -> bool:
+        return await self.rest([("PUT", "/api/v1/vmm.shutdown", None)])
+
+
+async def run_quietly(argv: list[str]) -> bool:
+    process = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL)
+    try:
+        return await asyncio.wait_for(process.wait(), CONTROL_TIMEOUT) == 0
+    except TimeoutError:
+        process.kill()
+        return False
+
+
+class CrosvmLauncher(Launcher):
+    def argv(self) -> list[str]:
+        return crosvm.argv(self.plan, self.files, self.paths)
+
+    def agent_connector(self) -> Connector:
+        return af_vsock_connector(self.plan.vsock_cid, AGENT_VSOCK_PORT)
+
+    async def power_button(self) -> bool:
+        return await run_quietly(crosvm.powerbtn_argv(self.paths))
+
+    async def quit(self) -> bool:
+        return await run_quietly(crosvm.stop_argv(self.paths))
+
+
+class KvmtoolLauncher(Launcher):
+    def argv(self) -> list[str]:
+        return kvmtool.argv(self.plan, self.files, self.paths)
+
+    def agent_connector(self) -> Connector:
+        return af_vsock_connector(self.plan.vsock_cid, AGENT_VSOCK_PORT)
+
+    async def quit(self) -> bool:  # kvmtool has no graceful stop: this ends the VM at once
+        return await run_quietly(kvmtool.stop_argv(self.plan))
+
+
+LAUNCHERS: dict[Hypervisor, type[Launcher]] = {
+    Hypervisor.QEMU: QemuLauncher,
+    Hypervisor.FIRECRACKER: FirecrackerLauncher,
+    Hypervisor.CLOUD_HYPERVISOR: CloudHypervisorLauncher,
+    Hypervisor.CROSVM: CrosvmLauncher,
+    Hypervisor.KVMTOOL: KvmtoolLauncher,
+}
+
+
+def launcher_for(plan: Plan, files: BootFiles, paths: RunPaths) -> Launcher:
+    return LAUNCHERS[Hypervisor(plan.hypervisor)](plan, files, paths)
