@@ -83,6 +83,7 @@ class Plan:
     vsock_cid: int = GUEST_CID
     ephemeral: bool = False
     guest_mounts: tuple[str, ...] = ()
+    delivery: dict[str, str] = field(default_factory=dict)  # config/secrets host dirs
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -141,8 +142,10 @@ def agent_config(spec: Spec, with_services: bool, transport: str,
                  "health": asdict(s.health) if s.health else None, "user": s.user}
         for s in spec.services
     } if with_services else {}
+    users = [s.user for s in spec.services if s.user != "root"]
     return {"name": spec.name, "env": dict(spec.env), "services": services,
             "transport": transport, "vsock_port": AGENT_VSOCK_PORT,
+            "secrets_owner": users[0] if users else "root",
             "halt": "reboot" if hypervisor in RESET_TO_STOP else "poweroff"}
 
 
@@ -236,4 +239,6 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         ephemeral=spec.ephemeral,
         guest_mounts=guest_mounts(shares, drives),
         vsock_cid=guest_cid(spec.name) if choice.hypervisor in AF_VSOCK_BACKENDS else GUEST_CID,
+        delivery={key: str(path) for key, path in (("config", spec.config),
+                                                    ("secrets", spec.secrets)) if path},
     )

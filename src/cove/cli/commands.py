@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,11 +19,32 @@ from cove.plan import HostFacts, Plan, make_plan
 from cove.runtime.vmdir import VmDir
 from cove.spec.load import load_spec
 from cove.spec.model import Accel, Hypervisor, Spec
-from cove.spec.overrides import apply_overrides
+from cove.spec.overrides import apply_overrides, command_line_spec
 from cove.vmm.accel import AccelDecision, decide_accel, host_tsc_khz
 from cove.vmm.choose import installed_hypervisors
 from cove.vmm.layout import BootFiles
 from cove.vmm.render import render
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What `run` and `up` flags change in a spec."""
+
+    ports: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    name: str | None = None
+    volumes: tuple[str, ...] = ()
+    shares: tuple[str, ...] = ()
+    network: str | None = None
+    ephemeral: bool = False
+    config: str | None = None
+    secrets: str | None = None
+
+
+def load_with(spec_path: Path, flags: Overrides) -> Spec:
+    extra = command_line_spec(flags.shares, flags.volumes, flags.network, flags.ephemeral,
+                              flags.config, flags.secrets)
+    return apply_overrides(load_spec(spec_path, extra), flags.ports, flags.env, flags.name)
 
 
 def host_facts(spec: Spec, accel: str | None, hypervisor: Hypervisor | None = None
@@ -115,10 +137,10 @@ def format_argv(argv: list[str]) -> str:
 
 
 def run_command(spec_path: Path, command: list[str] | None, accel: str | None,
-                ports: tuple[str, ...], env: tuple[str, ...], name: str | None) -> int:
+                flags: Overrides) -> int:
     from cove.runtime.foreground import run_foreground
 
-    spec = apply_overrides(load_spec(spec_path), ports, env, name)
+    spec = load_with(spec_path, flags)
     talkative = command is None or sys.stderr.isatty()
     report = progress if talkative else (lambda _text: None)
     report(f"building {spec.name}")

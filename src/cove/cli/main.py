@@ -25,6 +25,38 @@ ENV_OPT = click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE",
                        help="Set an environment variable for services and commands.")
 
 
+def vm_options(command: Any) -> Any:
+    """The Docker-style flags `run` and `up` share; they become one Overrides."""
+    options = [
+        PORT_OPT,
+        ENV_OPT,
+        click.option("--name", default=None, help="Run under another name than the spec's."),
+        click.option("-v", "--volume", "volumes", multiple=True,
+                     metavar="NAME:DST[:SIZE] | IMAGE:DST:SIZE | DIR:DST[:ro]",
+                     help="A data volume (created once), or a host directory (like Docker)."),
+        click.option("--share", "shares", multiple=True, metavar="DIR:DST[:rw]",
+                     help="Share a host directory (read-only unless :rw)."),
+        click.option("--network", default=None, help='"user" (default), "none", or a network.'),
+        click.option("--ephemeral", is_flag=True, help="Volumes get throw-away overlays."),
+        click.option("--config", "config_dir", default=None, metavar="DIR",
+                     help="Deliver DIR read-only at /config."),
+        click.option("--secrets", "secrets_dir", default=None, metavar="DIR",
+                     help="Deliver DIR at /run/secrets (tmpfs, files 0400)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def overrides(ports: tuple[str, ...], env: tuple[str, ...], name: str | None,
+              volumes: tuple[str, ...], shares: tuple[str, ...], network: str | None,
+              ephemeral: bool, config_dir: str | None, secrets_dir: str | None) -> Any:
+    from cove.cli.commands import Overrides
+
+    return Overrides(ports, env, name, volumes, shares, network, ephemeral, config_dir,
+                     secrets_dir)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cove")
 def cli() -> None:
@@ -96,11 +128,8 @@ def plan(spec: Path, accel: str | None, hypervisor: str | None, as_json: bool) -
 @SPEC_ARG
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @ACCEL_OPT
-@PORT_OPT
-@ENV_OPT
-@click.option("--name", default=None, help="Run under another name than the spec's.")
-def run(spec: Path, command: tuple[str, ...], accel: str | None, ports: tuple[str, ...],
-        env: tuple[str, ...], name: str | None) -> None:
+@vm_options
+def run(spec: Path, command: tuple[str, ...], accel: str | None, **flags: Any) -> None:
     """Boot a VM in the foreground; with `-- COMMAND` run that instead of the services.
 
     Service output streams to the terminal; Ctrl-C shuts the VM down gracefully. With a
@@ -109,27 +138,25 @@ def run(spec: Path, command: tuple[str, ...], accel: str | None, ports: tuple[st
     from cove.cli.commands import run_command
 
     argv = list(command[1:] if command[:1] == ("--",) else command)
-    sys.exit(run_command(spec, argv or None, accel, ports, env, name))
+    sys.exit(run_command(spec, argv or None, accel, overrides(**flags)))
 
 
 @cli.command()
 @SPEC_ARG
 @click.option("-d", "--detach", is_flag=True, help="Return once healthy; the VM runs on.")
-@PORT_OPT
-@ENV_OPT
-@click.option("--name", default=None, help="Run under another name than the spec's.")
+@vm_options
 @ACCEL_OPT
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for healthy.")
 @click.option("--no-wait", is_flag=True, help="Return once booted, without waiting for health.")
-def up(spec: Path, detach: bool, ports: tuple[str, ...], env: tuple[str, ...], name: str | None,
-       accel: str | None, timeout: float, no_wait: bool) -> None:
+def up(spec: Path, detach: bool, accel: str | None, timeout: float, no_wait: bool,
+       **flags: Any) -> None:
     """Start a VM in the background (kept by the cove daemon) and wait until it is healthy.
 
     Without -d, follow its logs afterwards; Ctrl-C then stops it.
     """
     from cove.cli.vms import up_command
 
-    up_command(spec, detach, ports, env, name, accel, timeout, no_wait)
+    up_command(spec, detach, overrides(**flags), accel, timeout, no_wait)
 
 
 @cli.command(name="ls")

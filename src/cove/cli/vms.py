@@ -6,11 +6,14 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cove.client import Client
+
+if TYPE_CHECKING:
+    from cove.cli.commands import Overrides
 from cove.errors import CoveError, die
 
 WAIT_POLL = 0.25
@@ -94,15 +97,13 @@ def follow_logs(client: Client, name: str, count: int | None, follow: bool,
         pass
 
 
-def up_command(spec_path: Path, detach: bool, ports: tuple[str, ...], env: tuple[str, ...],
-               name: str | None, accel: str | None, timeout: float, no_wait: bool) -> None:
-    from cove.cli.commands import plan_for
+def up_command(spec_path: Path, detach: bool, flags: Overrides, accel: str | None,
+               timeout: float, no_wait: bool) -> None:
+    from cove.cli.commands import load_with, plan_for
     from cove.cli.output import progress
     from cove.runtime.state import VmRecord
-    from cove.spec.load import load_spec
-    from cove.spec.overrides import apply_overrides
 
-    spec = apply_overrides(load_spec(spec_path), ports, env, name)
+    spec = load_with(spec_path, flags)
     plan, artifacts = plan_for(spec, accel)
     record = VmRecord(plan, artifacts, spec.restart, str(spec.file), time.time())
     client = Client()

@@ -22,6 +22,7 @@ if __package__:
     from cove.guest.link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
     from cove.guest.reactor import Child, Reactor
     from cove.guest.services import Service
+    from cove.guest.users import lookup_user
 else:  # inside the guest: plain modules next to this script
     import proto  # type: ignore[import-not-found,no-redef]
     from lean import deque, signal  # type: ignore[import-not-found,no-redef]
@@ -34,9 +35,11 @@ else:  # inside the guest: plain modules next to this script
     )
     from reactor import Child, Reactor  # type: ignore[import-not-found,no-redef]
     from services import Service  # type: ignore[import-not-found,no-redef]
+    from users import lookup_user  # type: ignore[import-not-found,no-redef]
 
 CONFIG = os.environ.get("COVE_AGENT_CONFIG", "/cove/config.json")
 CONSOLE = "/dev/ttyS0"
+SECRETS = "/run/secrets"
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -264,10 +267,26 @@ class Agent:
                 return
 
     def start(self) -> None:
+        self.own_secrets()
         for service in self.services.values():
             service.start()
         if self.in_vm and self.config.get("console_shell", True):
             self.console_shell()
+
+    def own_secrets(self) -> None:
+        """Secrets belong to the user the services run as (init made them 0400 root)."""
+        owner = str(self.config.get("secrets_owner") or "root")
+        if owner == "root" or not os.path.isdir(SECRETS):
+            return
+        try:
+            uid, gid, _home = lookup_user(owner)
+        except ValueError as error:
+            say(f"secrets stay root's: {error}")
+            return
+        for directory, _dirs, files in os.walk(SECRETS):
+            os.chown(directory, uid, gid)
+            for name in files:
+                os.chown(os.path.join(directory, name), uid, gid)
 
     def console_shell(self) -> None:
         """A root shell on the serial console for `cove console`, started again on exit."""
@@ -323,19 +342,6 @@ class Agent:
         self.start()
         while True:
             self.reactor.run_once()
-
-
-def lookup_user(name: str) -> tuple[int, int, str]:
-    """(uid, gid, home) of a user name or numeric uid, from /etc/passwd."""
-    import pwd
-
-    try:
-        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
-    except KeyError:
-        if name.isdigit():
-            return int(name), int(name), "/"
-        raise ValueError(f"no user {name!r} in the guest's /etc/passwd") from None
-    return entry.pw_uid, entry.pw_gid, entry.pw_dir
 
 
 def main() -> None:

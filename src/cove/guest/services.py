@@ -8,9 +8,11 @@ import time
 if __package__:
     from cove.guest.health import HealthCheck
     from cove.guest.lean import signal
+    from cove.guest.users import lookup_user
 else:
     from health import HealthCheck  # type: ignore[import-not-found,no-redef]
     from lean import signal  # type: ignore[import-not-found,no-redef]
+    from users import lookup_user  # type: ignore[import-not-found,no-redef]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class Service:
         self.pre_start = str(spec.get("pre_start") or "")
         self.policy = str(spec.get("restart", "on-failure"))
         self.stop_timeout = float(spec.get("stop_timeout", 5.0))  # type: ignore[arg-type]
+        self.user = str(spec.get("user") or "root")
         self.env = env
         self.emit = emit
         self.output = output
@@ -80,10 +83,19 @@ class Service:
         self.phase = phase
         self.state = "starting" if phase == "pre_start" else "running"
         self.started_at = time.time()
+        user, env = None, self.env
+        if self.user != "root":
+            try:
+                uid, gid, home = lookup_user(self.user)
+            except ValueError as error:
+                self.output(self.name, 2, f"cove-agent: {error}\n".encode())
+                self.reactor.later(0, lambda: self._exited(127))
+                return
+            user, env = (uid, gid), {**self.env, "HOME": home, "USER": self.user}
         self.child = self.reactor.spawn(
-            ["/bin/sh", "-c", script], self.env,
+            ["/bin/sh", "-c", script], env,
             lambda fd, data: self.output(self.name, fd, data),
-            self._exited)
+            self._exited, user=user)
         if phase == "main":
             self.emit({"kind": "started", "svc": self.name, "pid": self.child.pid})
             if self.health is not None:

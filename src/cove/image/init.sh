@@ -63,7 +63,6 @@ mount_all
 
 mkdir -p /newroot/cove /newroot/proc /newroot/sys /newroot/dev /newroot/tmp /newroot/run \
     /newroot/etc
-cp -a /cove/. /newroot/cove/
 mount --move /dev /newroot/dev
 mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys
@@ -72,6 +71,25 @@ mount -t tmpfs -o mode=0755 run /newroot/run
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
+
+# Config: a read-only tmpfs at /config. Secrets: a tmpfs at /run/secrets, files 0400 (the
+# agent gives them to the service user). Neither is copied anywhere else.
+if [ -d /cove/config ]; then
+    mkdir -p /newroot/config
+    mount -t tmpfs -o mode=0755 config /newroot/config
+    cp -a /cove/config/. /newroot/config/
+    mount -t tmpfs -o remount,ro config /newroot/config || fail "cannot make /config read-only"
+    rm -rf /cove/config
+fi
+if [ -d /cove/secrets ]; then
+    mkdir -p /newroot/run/secrets
+    mount -t tmpfs -o mode=0711,nosuid,nodev,noexec secrets /newroot/run/secrets
+    cp -a /cove/secrets/. /newroot/run/secrets/
+    find /newroot/run/secrets -type f | while read -r file; do chmod 0400 "$file"; done
+    chmod 0711 /newroot/run/secrets
+    rm -rf /cove/secrets
+fi
+cp -a /cove/. /newroot/cove/
 
 hostname "$COVE_HOSTNAME"
 echo "127.0.1.1	$COVE_HOSTNAME" >> /newroot/etc/hosts

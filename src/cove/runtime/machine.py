@@ -22,7 +22,7 @@ from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.plan import Plan
 from cove.runtime.agent_client import AgentClient, AgentError, Frame
 from cove.runtime.process import Adopted, VmProcess
-from cove.runtime.storage import prepare_drives, start_virtiofsd
+from cove.runtime.storage import delivered_files, prepare_drives, start_virtiofsd
 from cove.runtime.vmdir import VmDir
 from cove.spec.model import Port, Proto
 from cove.vmm.launch import launcher_for
@@ -69,8 +69,10 @@ def die_with_parent() -> None:
 
 
 def boot_config(plan: Plan, artifacts: Artifacts) -> BootConfig:
+    """Read at every boot: changed config or secrets need no image rebuild."""
     return BootConfig(plan.agent_config, plan.init_env,
-                      load_order(artifacts.kernel, plan.modules), plan.guest_mounts)
+                      load_order(artifacts.kernel, plan.modules), plan.guest_mounts,
+                      delivered_files(plan))
 
 
 class Machine:

@@ -13,7 +13,33 @@ from cove.proc import require_tool, run
 from cove.vmm.layout import RunPaths
 
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+DELIVERY_LIMIT = 16 * 2**20  # config and secrets ride in the initrd: keep them small
 SOCKET_WAIT = 10.0
+
+
+def read_tree(root: Path, prefix: str) -> dict[str, bytes]:
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            files[f"{prefix}/{path.relative_to(root)}"] = path.read_bytes()
+    return files
+
+
+def delivered_files(plan: Plan) -> dict[str, bytes]:
+    """The config and secrets directories, as they are now, for the per-boot archive."""
+    files: dict[str, bytes] = {}
+    for key in ("config", "secrets"):
+        source = plan.delivery.get(key)
+        if source:
+            if not Path(source).is_dir():
+                die(f"{key} directory {source} is gone", f"create it, or remove `{key}`")
+            files.update(read_tree(Path(source), key))
+    total = sum(len(data) for data in files.values())
+    if total > DELIVERY_LIMIT:
+        die(f"config and secrets hold {total / 2**20:.1f} MiB; at most "
+            f"{DELIVERY_LIMIT // 2**20} MiB travel with the VM",
+            "share big files with [[shares]] or keep them on a volume")
+    return files
 
 
 def create_volume(drive: Drive) -> None:

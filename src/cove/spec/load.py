@@ -78,14 +78,42 @@ def read_toml(path: Path) -> dict[str, Any]:
         die(f"{path}: cannot read: {error.strerror}")
 
 
-def load_spec(target: str | Path) -> Spec:
+def merge_command_line(raw: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Command line additions: list entries are appended, other keys replaced."""
+    merged = dict(raw)
+    for key, value in extra.items():
+        if isinstance(value, list):
+            merged[key] = [*(raw.get(key) or []), *value]
+        else:
+            merged[key] = value
+    return merged
+
+
+def mark_command_line(problem: Problem, from_file: dict[str, Any],
+                      extra: dict[str, Any]) -> Problem:
+    """Say so when a problem is in what the command line added, not in the file."""
+    key = problem.where.split("[")[0].split(".")[0]
+    if key not in extra:
+        return problem
+    if isinstance(extra[key], list):
+        index = problem.where[len(key):].removeprefix("[").split("]")[0]
+        if not index.isdigit() or int(index) < len(from_file.get(key) or []):
+            return problem
+    return Problem(f"{problem.where} (from the command line)", problem.message, problem.hint)
+
+
+def load_spec(target: str | Path, extra: dict[str, Any] | None = None) -> Spec:
+    """Load and check a spec; `extra` holds command line additions (absolute paths), checked
+    by the same rules as the file."""
     path = resolve_spec_path(target)
-    raw = read_toml(path)
+    from_file = read_toml(path)
+    raw = merge_command_line(from_file, extra or {})
     checker = Checker(path.parent.resolve())
     values = checker.table(raw, TOP_SETTINGS, "")
     check_cross_field(values, checker)
     if checker.problems:
-        raise SpecError(str(path), checker.problems)
+        raise SpecError(str(path), [mark_command_line(p, from_file, extra or {})
+                                    for p in checker.problems])
     return build_spec(path.resolve(), values)
 
 

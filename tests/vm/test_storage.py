@@ -1,0 +1,115 @@
+"""Shares, volumes, config and secrets in real guests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.vm.conftest import cove_argv, qemu_pids_for, wait_for, write_spec
+
+pytestmark = pytest.mark.vm
+SPEC = 'name = "{name}"\npackages = ["python3", "curl"]\nnetwork = "none"\n'
+
+
+def run_in(spec: Path, script: str, *flags: str, check: bool = True
+           ) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cove_argv("run", str(spec), *flags, "--", "sh", "-c", script),
+                            capture_output=True, text=True, timeout=180, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}: {result.stderr}")
+    return result
+
+
+def test_read_only_share_refuses_even_root_and_rw_share_writes_to_host(
+        cove_home: Path, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", SPEC.format(name="sharer"))
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "file").write_text("from host\n")
+    (tmp_path / "rw").mkdir()
+    result = run_in(spec, "cat /ro/file; touch /ro/new; mount -o remount,rw /ro; "
+                          "echo again > /ro/file; echo from guest > /rw/out; true",
+                    "--share", f"{tmp_path / 'ro'}:/ro", "--share", f"{tmp_path / 'rw'}:/rw:rw")
+    assert result.stdout.startswith("from host\n")
+    assert result.stderr.count("Read-only file system") == 2
+    assert (tmp_path / "ro" / "file").read_text() == "from host\n"
+    assert not (tmp_path / "ro" / "new").exists()
+    assert (tmp_path / "rw" / "out").read_text() == "from guest\n"
+
+
+def test_host_store_is_never_shared_writable(cove_home: Path, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", SPEC.format(name="store"))
+    result = run_in(spec, "true", "--share", "/usr:/host-usr:rw", check=False)
+    assert result.returncode == 2
+    assert "holds the host store /usr, which a guest may never write" in result.stderr
+    assert "shares[0].readonly (from the command line)" in result.stderr
+
+
+def test_config_and_secrets(cove_home: Path, tmp_path: Path) -> None:
+    secret = "s3cret-" + os.urandom(6).hex()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "app.ini").write_text("level=debug\n")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text(secret)
+    spec = write_spec(tmp_path / "spec", SPEC.format(name="secretive") + (
+        f'config = "{tmp_path / "config"}"\nsecrets = "{tmp_path / "secrets"}"\n'
+        '[services.app]\nuser = "nobody"\ncommand = "sleep 1000"\n'))
+    script = ("cat /config/app.ini; touch /config/x 2>/dev/null || echo config-ro; "
+              "stat -c '%a %U' /run/secrets/token; "
+              "su -s /bin/sh nobody -c 'cat /run/secrets/token'; echo; "
+              "grep -rl \"$(cat /run/secrets/token)\" /cove /etc /tmp 2>/dev/null"
+              " || echo nowhere-else")
+    result = run_in(spec, script)
+    lines = result.stdout.splitlines()
+    assert lines[:4] == ["level=debug", "config-ro", "400 nobody", secret]
+    assert lines[4] == "nowhere-else"
+    # a changed secret needs no image rebuild, and nothing of it lands in the cache
+    entries = sorted(p.name for p in (cove_home / "cache").glob("*/*"))
+    (tmp_path / "secrets" / "token").write_text(secret + "-2")
+    assert run_in(spec, "cat /run/secrets/token").stdout == secret + "-2"
+    assert sorted(p.name for p in (cove_home / "cache").glob("*/*")) == entries
+    found = subprocess.run(["grep", "-rl", secret, str(cove_home)], capture_output=True,
+                           text=True, check=False).stdout
+    assert found == ""  # not in the cache, logs or events (the initrd is gone with the run)
+
+
+def test_volume_survives_restart_and_kill(cove_home: Path, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", SPEC.format(name="keeper") +
+                      '[services.idle]\ncommand = "sleep 1000"\n')
+    volume = "--volume=keepvol:/data:64"
+    run_in(spec, "echo one >> /data/log; sync", volume)
+    assert run_in(spec, "cat /data/log", volume).stdout == "one\n"
+    process = subprocess.Popen(cove_argv("run", str(spec), volume), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "is up" in line:
+            break
+    exec_in = subprocess.run(
+        cove_argv("run", str(spec), "--name", "writer", "--", "true"), capture_output=True,
+        text=True, check=False)
+    assert exec_in.returncode == 0  # a second VM without the volume is fine
+    clash = run_in(spec, "true", "--name", "clash", volume, check=False)
+    assert clash.returncode == 1
+    assert "in use by another VM" in clash.stderr  # QEMU's image lock, said plainly
+    for pid in qemu_pids_for(cove_home):
+        os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    wait_for(lambda: not qemu_pids_for(cove_home), 10, "QEMU gone")
+    image = cove_home / "volumes" / "keepvol.ext4"
+    assert subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True,
+                          check=False).returncode == 0
+    assert run_in(spec, "echo two >> /data/log; sync; cat /data/log", volume).stdout == \
+        "one\ntwo\n"
+
+
+def test_ephemeral_volume_writes_vanish(cove_home: Path, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", SPEC.format(name="scratch"))
+    volume = "--volume=basevol:/data:64"
+    run_in(spec, "echo base > /data/file; sync", volume)
+    assert run_in(spec, "echo scratch >> /data/file; sync; cat /data/file", volume,
+                  "--ephemeral").stdout == "base\nscratch\n"
+    assert run_in(spec, "cat /data/file", volume).stdout == "base\n"
