@@ -110,7 +110,7 @@ class Client:
         raise CoveError("the cove daemon did not start", f"see {self.home / 'coved.log'}")
 
     # -- the API -------------------------------------------------------------------------
-    def list(self) -> list[dict[str, Any]]:
+    def list_vms(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", "/v1/vms")
         return result
 
@@ -128,6 +128,20 @@ class Client:
     def restart(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", f"/v1/vms/{quote(name)}/restart",
                                               {"timeout": timeout})
+        return result
+
+    def forwards(self, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", f"/v1/vms/{quote(name)}/forwards")
+        return result
+
+    def add_forward(self, name: str, port: str, tunnel: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/v1/vms/{quote(name)}/forwards",
+                                              {"port": port, "tunnel": tunnel})
+        return result
+
+    def remove_forward(self, name: str, host: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE",
+                                              f"/v1/vms/{quote(name)}/forwards/{host}")
         return result
 
     def logs(self, name: str, count: int | None = None, follow: bool = False,

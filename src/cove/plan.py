@@ -145,7 +145,7 @@ def agent_config(spec: Spec, with_services: bool, transport: str,
     users = [s.user for s in spec.services if s.user != "root"]
     return {"name": spec.name, "env": dict(spec.env), "services": services,
             "transport": transport, "vsock_port": AGENT_VSOCK_PORT,
-            "secrets_owner": users[0] if users else "root",
+            "secrets_owner": users[0] if users else "root", "auto_forward": spec.auto_forward,
             "halt": "reboot" if hypervisor in RESET_TO_STOP else "poweroff"}
 
 

@@ -6,14 +6,19 @@ by every test (all test specs use the same packages as examples/hello).
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,3 +96,48 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def home(cove_home: Path) -> Iterator[Path]:
+    """A cove home other users can traverse (to test the socket's own checks), sharing the
+    session's built artifacts."""
+    directory = Path(tempfile.mkdtemp(prefix="cove-d-"))
+    directory.chmod(0o711)
+    (directory / "cache").symlink_to(cove_home / "cache")
+    saved = os.environ["COVE_HOME"]
+    os.environ["COVE_HOME"] = str(directory)
+    yield directory
+    subprocess.run(cove_argv("down", "--all", "--timeout", "5"), capture_output=True, check=False)
+    daemon = daemon_pid(directory)
+    if daemon:
+        os.kill(daemon, signal.SIGKILL)
+    for pid in qemu_pids_for(directory):
+        os.kill(pid, signal.SIGKILL)
+    os.environ["COVE_HOME"] = saved
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def cove(*args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cove_argv(*args), capture_output=True, text=True, timeout=180,
+                            check=False, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"cove {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def ls(home: Path) -> dict[str, dict[str, Any]]:
+    return {vm["name"]: vm for vm in json.loads(cove("ls", "--json").stdout)}
+
+
+def daemon_pid(home: Path) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if b"cove.runtime.daemon" in cmdline and str(home).encode() in environ:
+                return int(entry.name)
+    return None

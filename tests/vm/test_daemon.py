@@ -4,73 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.vm.conftest import (
     HELLO,
+    cove,
     cove_argv,
+    daemon_pid,
     fetch,
     free_port,
+    ls,
     qemu_pids_for,
     wait_for,
     write_spec,
 )
 
 pytestmark = pytest.mark.vm
-
-
-@pytest.fixture(scope="module")
-def home(cove_home: Path) -> Iterator[Path]:
-    """A cove home other users can traverse (to test the socket's own checks), sharing the
-    session's built artifacts."""
-    directory = Path(tempfile.mkdtemp(prefix="cove-d-"))
-    directory.chmod(0o711)
-    (directory / "cache").symlink_to(cove_home / "cache")
-    saved = os.environ["COVE_HOME"]
-    os.environ["COVE_HOME"] = str(directory)
-    yield directory
-    subprocess.run(cove_argv("down", "--all", "--timeout", "5"), capture_output=True, check=False)
-    daemon = daemon_pid(directory)
-    if daemon:
-        os.kill(daemon, signal.SIGKILL)
-    for pid in qemu_pids_for(directory):
-        os.kill(pid, signal.SIGKILL)
-    os.environ["COVE_HOME"] = saved
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def cove(*args: str, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cove_argv(*args), capture_output=True, text=True, timeout=180,
-                            check=False, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"cove {' '.join(args)} failed:\n{result.stderr}")
-    return result
-
-
-def ls(home: Path) -> dict[str, dict[str, Any]]:
-    return {vm["name"]: vm for vm in json.loads(cove("ls", "--json").stdout)}
-
-
-def daemon_pid(home: Path) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-                environ = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            if b"cove.runtime.daemon" in cmdline and str(home).encode() in environ:
-                return int(entry.name)
-    return None
 
 
 @pytest.fixture(scope="module")

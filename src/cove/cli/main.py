@@ -166,7 +166,7 @@ def ls_command(as_json: bool) -> None:
     from cove.cli.vms import print_ls
     from cove.client import Client
 
-    vms = Client().list()
+    vms = Client().list_vms()
     if as_json:
         click.echo(json.dumps(vms, indent=2))
     else:
@@ -215,6 +215,31 @@ def exec_command(name: str, command: tuple[str, ...], interactive: bool, use_tty
     code = asyncio.run(exec_remote(client, name, list(command), dict(map(parse_env, env)),
                                    workdir, user, interactive or use_tty, use_tty))
     sys.exit(code)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-p", "--publish", "ports", multiple=True, metavar="[BIND:]HOST:GUEST[/udp]",
+              help="Add a forward to the running VM.")
+@click.option("--tunnel", is_flag=True, help="Through the agent even where user-net could.")
+@click.option("--remove", "remove", type=int, multiple=True, metavar="HOST",
+              help="Remove the forward of this host port.")
+@click.option("--list", "show", is_flag=True, help="List the VM's forwards.")
+def forward(name: str, ports: tuple[str, ...], tunnel: bool, remove: tuple[int, ...],
+            show: bool) -> None:
+    """Add, remove or list port forwards of a running VM (any hypervisor)."""
+    from cove.client import Client
+
+    client = Client()
+    for port in ports:
+        added = client.add_forward(name, port, tunnel)
+        click.echo(f"{added['port']} (via {added['via']})")
+    for host in remove:
+        removed = client.remove_forward(name, host)
+        click.echo(f"removed {removed['port']}")
+    if show or not (ports or remove):
+        for item in client.forwards(name):
+            click.echo(f"{item['port']}  via {item['via']}{'  (auto)' if item['auto'] else ''}")
 
 
 @cli.command()

@@ -20,8 +20,10 @@ if __package__:
     from cove.guest import proto
     from cove.guest.lean import deque, signal
     from cove.guest.link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
+    from cove.guest.listening import read_listening
     from cove.guest.reactor import Child, Reactor
     from cove.guest.services import Service
+    from cove.guest.tunnel import Tunnel
     from cove.guest.users import lookup_user
 else:  # inside the guest: plain modules next to this script
     import proto  # type: ignore[import-not-found,no-redef]
@@ -33,13 +35,16 @@ else:  # inside the guest: plain modules next to this script
         unix_listener,
         vsock_listener,
     )
+    from listening import read_listening  # type: ignore[import-not-found,no-redef]
     from reactor import Child, Reactor  # type: ignore[import-not-found,no-redef]
     from services import Service  # type: ignore[import-not-found,no-redef]
+    from tunnel import Tunnel  # type: ignore[import-not-found,no-redef]
     from users import lookup_user  # type: ignore[import-not-found,no-redef]
 
 CONFIG = os.environ.get("COVE_AGENT_CONFIG", "/cove/config.json")
 CONSOLE = "/dev/ttyS0"
 SECRETS = "/run/secrets"
+LISTEN_POLL = 1.0
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/root",
@@ -84,6 +89,8 @@ class Agent:
         self.channels: dict[int, Child] = {}
         self.stdin_pending: dict[int, bytearray] = {}
         self.stdin_eof: set[int] = set()
+        self.tunnels: dict[int, Tunnel] = {}
+        self.listening: set[int] = set()
         self.next_channel = 1
         self.shutting_down = False
         self.finished = False
@@ -189,8 +196,24 @@ class Agent:
         self.stdin_eof.discard(channel)
         self.link.send({"t": "exit", "ch": channel, "code": code})
 
+    def op_connect(self, frame: dict[str, object]) -> dict[str, object]:
+        """A TCP connection to a guest port, relayed over this channel (port tunnels)."""
+        port = int(frame.get("port", 0))  # type: ignore[call-overload]
+        channel = self.next_channel
+        self.next_channel += 1
+        self.tunnels[channel] = Tunnel(self.reactor, channel, port, self.link.send,
+                                       self._tunnel_closed)
+        return {"ch": channel}
+
+    def _tunnel_closed(self, channel: int) -> None:
+        self.tunnels.pop(channel, None)
+
     def exec_input(self, frame: dict[str, object]) -> None:
         channel = frame.get("ch")
+        if isinstance(channel, int) and channel in self.tunnels:
+            data = binascii.a2b_base64(str(frame["data"])) if frame.get("data") else b""
+            self.tunnels[channel].write(data, bool(frame.get("eof")))
+            return
         if not isinstance(channel, int) or channel not in self.channels:
             return
         pending = self.stdin_pending.setdefault(channel, bytearray())
@@ -272,6 +295,18 @@ class Agent:
             service.start()
         if self.in_vm and self.config.get("console_shell", True):
             self.console_shell()
+        if self.config.get("auto_forward"):
+            self.watch_listening()
+
+    def watch_listening(self) -> None:
+        """Report ports guest programs start or stop listening on (auto_forward)."""
+        now = read_listening()
+        for port in sorted(now - self.listening):
+            self.event({"kind": "listening", "port": port})
+        for port in sorted(self.listening - now):
+            self.event({"kind": "closed", "port": port})
+        self.listening = now
+        self.reactor.later(LISTEN_POLL, self.watch_listening)
 
     def own_secrets(self) -> None:
         """Secrets belong to the user the services run as (init made them 0400 root)."""

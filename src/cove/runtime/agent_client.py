@@ -33,7 +33,7 @@ class AgentClient:
         self.ids = itertools.count(1)
         self.pending: dict[int, asyncio.Future[Frame]] = {}
         self.streams: dict[int, ExecStream] = {}
-        self.exec_requests: set[int] = set()
+        self.channel_requests: set[int] = set()  # exec and connect open channels
         self.hello: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task[None] | None = None
@@ -72,10 +72,10 @@ class AgentClient:
             if not self.hello.done():
                 self.hello.set_result(frame)
         elif kind == "res":
-            if frame.get("id") in self.exec_requests and frame.get("ok"):
+            if frame.get("id") in self.channel_requests and frame.get("ok"):
                 # register now: output may follow in the same read, before the caller runs
                 self.streams[int(frame["ch"])] = ExecStream()
-            self.exec_requests.discard(frame.get("id", -1))
+            self.channel_requests.discard(frame.get("id", -1))
             future = self.pending.pop(frame.get("id", -1), None)
             if future is not None and not future.done():
                 future.set_result(frame)
@@ -94,8 +94,8 @@ class AgentClient:
 
     async def request(self, op: str, **args: Any) -> Frame:
         request_id = next(self.ids)
-        if op == "exec":
-            self.exec_requests.add(request_id)
+        if op in ("exec", "connect"):
+            self.channel_requests.add(request_id)
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
         self.send({"t": "req", "id": request_id, "op": op, **args})
@@ -106,7 +106,11 @@ class AgentClient:
 
     async def open_exec(self, **args: Any) -> tuple[int, ExecStream]:
         """Start a command; its `out` and `exit` frames arrive on the returned stream."""
-        reply = await self.request("exec", **args)
+        return await self.open_channel("exec", **args)
+
+    async def open_channel(self, op: str, **args: Any) -> tuple[int, ExecStream]:
+        """exec or connect: `out` and finally `exit` frames arrive on the returned stream."""
+        reply = await self.request(op, **args)
         channel = int(reply["ch"])
         return channel, self.streams[channel]
 

@@ -112,6 +112,30 @@ async def stream_entries(request: web.Request, backlog: list[dict[str, Any]],
     return response
 
 
+@routes.get("/v1/vms/{name}/forwards")
+async def list_forwards(request: web.Request) -> web.Response:
+    supervisor = running_vm(request)
+    assert supervisor.machine is not None
+    return web.json_response([f.to_json() for f in supervisor.machine.forwards.list()])
+
+
+@routes.post("/v1/vms/{name}/forwards")
+async def add_forward(request: web.Request) -> web.Response:
+    body = await request.json()
+    supervisor = running_vm(request)
+    forward = await supervisor.add_forward(str(body.get("port")), bool(body.get("tunnel")))
+    return web.json_response(forward, status=201)
+
+
+@routes.delete("/v1/vms/{name}/forwards/{host}")
+async def remove_forward(request: web.Request) -> web.Response:
+    supervisor = running_vm(request)
+    host = request.match_info["host"]
+    if not host.isdigit():
+        raise CoveError(f"{host!r} is not a port number")
+    return web.json_response(await supervisor.remove_forward(int(host)))
+
+
 @routes.get("/v1/vms/{name}/logs")
 async def vm_logs(request: web.Request) -> web.StreamResponse:
     daemon, name = the_daemon(request), request.match_info["name"]

@@ -21,6 +21,7 @@ from cove.image.build import Artifacts
 from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.plan import Plan
 from cove.runtime.agent_client import AgentClient, AgentError, Frame
+from cove.runtime.forward import Forwards
 from cove.runtime.process import Adopted, VmProcess
 from cove.runtime.storage import delivered_files, prepare_drives, start_virtiofsd
 from cove.runtime.vmdir import VmDir
@@ -91,6 +92,7 @@ class Machine:
         self.started_at = 0.0
         self.ready_at = 0.0
         self.helpers: list[asyncio.subprocess.Process] = []  # virtiofsd
+        self.forwards = Forwards(self)
         self.launcher = launcher_for(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
                                                      artifacts.root.path), vm_dir.sockets)
 
@@ -132,6 +134,7 @@ class Machine:
             raise AgentError(f"{self.plan.name}: the agent did not answer within "
                              f"{timeout:.0f} s") from None
         self.ready_at = time.monotonic()
+        await self.forward_static_ports()
 
     async def start(self) -> None:
         if self.plan.network == "user":
@@ -154,6 +157,13 @@ class Machine:
         self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame)
         await self._await_agent(self.agent)
         self.ready_at = time.monotonic()
+        await self.forward_static_ports()
+
+    async def forward_static_ports(self) -> None:
+        """The spec's ports: QEMU has them from its argv on user networking; everywhere
+        else they become agent tunnels."""
+        for port in self.plan.ports:
+            await self.forwards.add(port, existing=True)
 
     async def _await_agent(self, agent: AgentClient) -> None:
         assert self.process is not None
@@ -209,6 +219,7 @@ class Machine:
     async def stop(self, timeout: float = AGENT_STOP_TIMEOUT) -> None:
         """Graceful first: the agent stops the services and powers off; then the virtual
         power button; then the hypervisor's own quit; then SIGKILL."""
+        self.forwards.close()
         if self.running:
             await self._stop_steps(timeout)
         for helper in self.helpers:

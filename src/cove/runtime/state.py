@@ -44,6 +44,7 @@ class VmRecord:
     restart: VmRestart = field(default_factory=VmRestart)
     spec_file: str = ""
     created: float = 0.0
+    forwards: tuple[tuple[str, bool], ...] = ()  # added at run time: ("[bind:]host:guest", tunnel)
 
     @property
     def name(self) -> str:
@@ -52,13 +53,15 @@ class VmRecord:
     def to_json(self) -> dict[str, Any]:
         return {"plan": self.plan.to_json(), "artifacts": artifacts_to_json(self.artifacts),
                 "restart": {"policy": self.restart.policy.value, "max": self.restart.max},
-                "spec_file": self.spec_file, "created": self.created}
+                "spec_file": self.spec_file, "created": self.created,
+                "forwards": [list(f) for f in self.forwards]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VmRecord:
         return cls(Plan.from_json(data["plan"]), artifacts_from_json(data["artifacts"]),
                    VmRestart(Restart(data["restart"]["policy"]), data["restart"]["max"]),
-                   data.get("spec_file", ""), data.get("created", 0.0))
+                   data.get("spec_file", ""), data.get("created", 0.0),
+                   tuple((str(p), bool(t)) for p, t in data.get("forwards", [])))
 
     def save(self, path: Path) -> None:
         write_atomic(path, json.dumps(self.to_json(), indent=1))

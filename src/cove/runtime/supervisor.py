@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -16,7 +17,9 @@ from cove.runtime.journal import Journal, LineSplitter
 from cove.runtime.machine import Machine
 from cove.runtime.state import VmRecord
 from cove.runtime.vmdir import VmDir
-from cove.spec.model import Restart
+from cove.spec.model import Port, Restart
+from cove.spec.overrides import parse_port
+from cove.tasks import background
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
@@ -114,6 +117,8 @@ class VmSupervisor:
 
     def service_event(self, frame: Frame) -> None:
         kind, svc = str(frame.get("kind")), frame.get("svc")
+        if kind in ("listening", "closed") and isinstance(frame.get("port"), int):
+            background(self.auto_forward(kind, int(frame["port"])))
         if kind == "poweroff":
             self.clean_exit = True
         if svc is not None:
@@ -158,6 +163,7 @@ class VmSupervisor:
             await machine.release()
             raise
         self.started(machine)
+        await self.restore_forwards(machine, adopted=False)
         self.emit("started", pid=machine.process.pid if machine.process else None)
 
     async def adopt(self) -> None:
@@ -170,9 +176,53 @@ class VmSupervisor:
             await machine.release()
             raise
         self.started(machine)
+        await self.restore_forwards(machine, adopted=True)
         if machine.process is not None:
             self.since = process_start(machine.process.pid) or self.since
         self.emit("reattached")
+
+    async def auto_forward(self, kind: str, port: int) -> None:
+        """auto_forward: a guest port that starts listening gets the same host port."""
+        machine = self.machine
+        if machine is None:
+            return
+        try:
+            if kind == "listening":
+                await machine.forwards.add(Port(port, port), tunnel=True, auto=True)
+                self.emit("forwarded", port=port, auto=True)
+            elif any(f.auto and f.port.host == port for f in machine.forwards.list()):
+                await machine.forwards.remove(port)
+                self.emit("unforwarded", port=port, auto=True)
+        except CoveError as error:
+            self.emit("forward-failed", port=port, error=error.message)
+
+    async def add_forward(self, text: str, tunnel: bool) -> dict[str, Any]:
+        if self.machine is None or not self.machine.running:
+            raise CoveError(f"{self.name} is {self.state}, not running")
+        forward = await self.machine.forwards.add(parse_port(text), tunnel=tunnel)
+        self.record = dataclasses.replace(self.record,
+                                          forwards=(*self.record.forwards, (text, tunnel)))
+        self.record.save(self.dir.record)
+        self.emit("forwarded", port=str(forward.port), via=forward.via)
+        return forward.to_json()
+
+    async def remove_forward(self, host: int) -> dict[str, Any]:
+        if self.machine is None:
+            raise CoveError(f"{self.name} is {self.state}, not running")
+        forward = await self.machine.forwards.remove(host)
+        self.record = dataclasses.replace(self.record, forwards=tuple(
+            f for f in self.record.forwards if parse_port(f[0]).host != host))
+        self.record.save(self.dir.record)
+        self.emit("unforwarded", port=str(forward.port))
+        return forward.to_json()
+
+    async def restore_forwards(self, machine: Machine, adopted: bool) -> None:
+        """Forwards added at run time come back after a restart or a daemon restart."""
+        for text, tunnel in self.record.forwards:
+            try:
+                await machine.forwards.add(parse_port(text), tunnel=tunnel, existing=adopted)
+            except CoveError as error:
+                self.emit("forward-failed", port=text, error=error.message)
 
     def started(self, machine: Machine) -> None:
         self.state, self.since, self.error = "running", time.time(), ""

@@ -77,6 +77,18 @@ class QemuLauncher(Launcher):
                 await client.disconnect()
         return True
 
+    async def hmp(self, command: str) -> str:
+        """A monitor command; QEMU answers failures as text in a successful reply."""
+        client = QMPClient(self.plan.name)
+        await asyncio.wait_for(client.connect(str(self.paths.qmp)), CONTROL_TIMEOUT)
+        try:
+            reply = await asyncio.wait_for(
+                client.execute("human-monitor-command", {"command-line": command}),
+                CONTROL_TIMEOUT)
+        finally:
+            await client.disconnect()
+        return str(reply).strip()
+
     async def power_button(self) -> bool:
         return await self.qmp("system_powerdown")
 
