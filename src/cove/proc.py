@@ -13,8 +13,11 @@ from cove.errors import die
 TOOL_PACKAGES = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
+    "qemu-io": "qemu-utils",
     "mkfs.erofs": "erofs-utils",
     "mkfs.ext4": "e2fsprogs",
+    "e2fsck": "e2fsprogs",
+    "resize2fs": "e2fsprogs",
     "depmod": "kmod",
     "lz4": "lz4",
     "zstd": "zstd",
@@ -35,12 +38,12 @@ def require_tool(name: str) -> str:
 
 
 def run(argv: Sequence[str], *, cwd: Path | None = None, what: str = "",
-        stdin: bytes | None = None) -> str:
+        stdin: bytes | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
     """Run a tool and return its stdout; on failure die with its stderr's tail."""
     tool = require_tool(argv[0])
     result = subprocess.run([tool, *argv[1:]], cwd=cwd, input=stdin, capture_output=True,
                             check=False)
-    if result.returncode != 0:
+    if result.returncode not in ok_codes:
         tail = result.stderr.decode(errors="replace").strip().splitlines()[-5:]
         die(f"{what or argv[0]} failed (exit {result.returncode}): " + "\n  ".join(tail),
             f"the command was: {' '.join(argv)}")

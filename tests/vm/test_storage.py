@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -113,3 +114,37 @@ def test_ephemeral_volume_writes_vanish(cove_home: Path, tmp_path: Path) -> None
     assert run_in(spec, "echo scratch >> /data/file; sync; cat /data/file", volume,
                   "--ephemeral").stdout == "base\nscratch\n"
     assert run_in(spec, "cat /data/file", volume).stdout == "base\n"
+
+
+def test_volume_ls_grow_rm(cove_home: Path, tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "spec", SPEC.format(name="grower") +
+                      '[services.idle]\ncommand = "sleep 1000"\n')
+    volume = "--volume=growvol:/data:32"
+    run_in(spec, "echo kept > /data/file; sync", volume)
+
+    def cove_volume(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cove_argv("volume", *args), capture_output=True, text=True,
+                              check=False)
+
+    listing = cove_volume("ls", "--json")
+    assert {"name": "growvol", "size_mib": 32, "in_use": False}.items() <= \
+        next(v for v in json.loads(listing.stdout) if v["name"] == "growvol").items()
+    assert cove_volume("grow", "growvol", "16M").returncode == 1  # volumes only grow
+    assert cove_volume("grow", "growvol", "96M").stdout == "growvol is now 96 MiB\n"
+    size_kib = run_in(spec, "cat /data/file; df -k /data | tail -1", volume).stdout.split()
+    assert size_kib[0] == "kept"
+    assert int(size_kib[2]) > 80 * 1024  # the filesystem grew with the image
+    process = subprocess.Popen(cove_argv("run", str(spec), volume), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "is up" in line:
+            break
+    try:
+        busy = cove_volume("rm", "growvol")
+        assert busy.returncode == 1 and "in use by a running VM" in busy.stderr
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert cove_volume("rm", "growvol").returncode == 0
+    assert not (cove_home / "volumes" / "growvol.ext4").exists()

@@ -294,6 +294,51 @@ def events(follow: bool, count: int, vm: str | None) -> None:
         pass
 
 
+@cli.group()
+def volume() -> None:
+    """Named data volumes (kept in the cove home across VMs)."""
+
+
+@volume.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def volume_ls(as_json: bool) -> None:
+    """List volumes: NAME SIZE ALLOCATED IN-USE."""
+    from dataclasses import asdict
+
+    from cove.runtime.volumes import list_volumes
+
+    volumes = list_volumes()
+    if as_json:
+        click.echo(json.dumps([{**asdict(v), "path": str(v.path)} for v in volumes], indent=2))
+        return
+    from tabulate import tabulate
+
+    rows = [[v.name, f"{v.size_mib}MiB", f"{v.allocated_mib:.1f}MiB", "yes" if v.in_use else "no"]
+            for v in volumes]
+    click.echo(tabulate(rows, headers=["NAME", "SIZE", "ALLOCATED", "IN-USE"], tablefmt="plain"))
+
+
+@volume.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+def volume_rm(names: tuple[str, ...]) -> None:
+    """Delete volumes (refused while a VM uses one)."""
+    from cove.runtime.volumes import remove_volume
+
+    for name in names:
+        remove_volume(name)
+        click.echo(f"{name} removed")
+
+
+@volume.command(name="grow")
+@click.argument("name")
+@click.argument("size")
+def volume_grow(name: str, size: str) -> None:
+    """Grow a volume and its filesystem to SIZE (e.g. 2G); the VM using it must be down."""
+    from cove.runtime.volumes import grow_volume
+
+    click.echo(f"{name} is now {grow_volume(name, size)} MiB")
+
+
 @cli.command(hidden=True)
 def daemon() -> None:
     """Run the cove daemon in the foreground (the CLI starts it on demand)."""
