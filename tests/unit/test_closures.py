@@ -76,3 +76,11 @@ def test_missing_package_names_apt_command() -> None:
 def test_real_host_closure_of_python3() -> None:
     names = {p.name for p in closure(["python3"], installed_packages())}
     assert {"python3", "python3.11", "libc6", "libpython3.11-stdlib"} <= names
+
+
+def test_networks_need_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cove.runtime import network
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(CoveError, match="cove networks need root"):
+        network.create_network("lab", "10.77.0.0/24")

@@ -114,6 +114,14 @@ def test_ephemeral_volume_writes_vanish(cove_home: Path, tmp_path: Path) -> None
     assert run_in(spec, "echo scratch >> /data/file; sync; cat /data/file", volume,
                   "--ephemeral").stdout == "base\nscratch\n"
     assert run_in(spec, "cat /data/file", volume).stdout == "base\n"
+    first = subprocess.Popen(cove_argv("run", str(spec), "--name", "one", volume,
+                                       "--ephemeral", "--", "sleep", "6"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # many ephemeral VMs on one base image at once
+        assert run_in(spec, "cat /data/file", "--name", "two", volume,
+                      "--ephemeral").stdout == "base\n"
+    finally:
+        assert first.wait(timeout=60) == 0
 
 
 def test_volume_ls_grow_rm(cove_home: Path, tmp_path: Path) -> None:

@@ -295,6 +295,43 @@ def events(follow: bool, count: int, vm: str | None) -> None:
 
 
 @cli.group()
+def network() -> None:
+    """Private networks: VMs on one reach each other by name (needs root)."""
+
+
+@network.command(name="create")
+@click.argument("name")
+@click.option("--subnet", required=True, metavar="CIDR", help="e.g. 10.77.0.0/24")
+def network_create(name: str, subnet: str) -> None:
+    """Make a bridge with NAT and name service for VMs started with --network NAME."""
+    from cove.runtime.network import create_network
+
+    made = create_network(name, subnet)
+    click.echo(f"{made.name}: bridge {made.bridge}, gateway {made.gateway}, {made.subnet}")
+
+
+@network.command(name="ls")
+def network_ls() -> None:
+    """List networks."""
+    from cove.runtime.network import list_networks, network_dir, read_leases
+
+    for item in list_networks():
+        vms = ", ".join(sorted(read_leases(network_dir(item.name)))) or "-"
+        click.echo(f"{item.name}  {item.subnet}  bridge {item.bridge}  VMs: {vms}")
+
+
+@network.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+def network_rm(names: tuple[str, ...]) -> None:
+    """Remove networks that no VM uses."""
+    from cove.runtime.network import remove_network
+
+    for name in names:
+        remove_network(name)
+        click.echo(f"{name} removed")
+
+
+@cli.group()
 def volume() -> None:
     """Named data volumes (kept in the cove home across VMs)."""
 

@@ -22,6 +22,7 @@ from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.plan import Plan
 from cove.runtime.agent_client import AgentClient, AgentError, Frame
 from cove.runtime.forward import Forwards
+from cove.runtime.network import attach, detach
 from cove.runtime.process import Adopted, VmProcess
 from cove.runtime.storage import delivered_files, prepare_drives, start_virtiofsd
 from cove.runtime.vmdir import VmDir
@@ -69,9 +70,9 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def boot_config(plan: Plan, artifacts: Artifacts) -> BootConfig:
+def boot_config(plan: Plan, artifacts: Artifacts, env: dict[str, str]) -> BootConfig:
     """Read at every boot: changed config or secrets need no image rebuild."""
-    return BootConfig(plan.agent_config, plan.init_env,
+    return BootConfig(plan.agent_config, {**plan.init_env, **env},
                       load_order(artifacts.kernel, plan.modules), plan.guest_mounts,
                       delivered_files(plan))
 
@@ -139,8 +140,9 @@ class Machine:
     async def start(self) -> None:
         if self.plan.network == "user":
             check_ports_free(self.plan.ports)
-        write_initrd(self.artifacts.initramfs, boot_config(self.plan, self.artifacts),
-                     self.dir.initrd)
+        network_env = self.join_network()
+        write_initrd(self.artifacts.initramfs,
+                     boot_config(self.plan, self.artifacts, network_env), self.dir.initrd)
         self.started_at = time.monotonic()
         prepare_drives(self.plan, self.dir.sockets)
         self.dir.qemu_log.write_bytes(b"")
@@ -158,6 +160,17 @@ class Machine:
         await self._await_agent(self.agent)
         self.ready_at = time.monotonic()
         await self.forward_static_ports()
+
+    def join_network(self) -> dict[str, str]:
+        """On a cove network: the VM's address, and its tap on the bridge."""
+        if self.plan.network in ("user", "none"):
+            return {}
+        return attach(self.plan.network, self.plan.name, self.dir.root.parent.parent
+                      ).init_env()
+
+    def leave_network(self) -> None:
+        if self.plan.network not in ("user", "none"):
+            detach(self.plan.network, self.plan.name, self.dir.root.parent.parent)
 
     async def forward_static_ports(self) -> None:
         """The spec's ports: QEMU has them from its argv on user networking; everywhere
@@ -227,6 +240,8 @@ class Machine:
                 helper.kill()
                 await helper.wait()
         self.helpers = []
+        if not self.running:
+            self.leave_network()
 
     async def _stop_steps(self, timeout: float) -> None:
         if self.agent is not None and await self._try(self.agent.request("shutdown"), 2.0) \
