@@ -295,6 +295,65 @@ def events(follow: bool, count: int, vm: str | None) -> None:
 
 
 @cli.group()
+def store() -> None:
+    """Check and repair a Nix store's database against its files."""
+
+
+STORE_OPT = click.option("--store", "store_dir", default="/nix", show_default=True,
+                         help="The store directory (or a chroot store's root).")
+
+
+@store.command(name="verify")
+@STORE_OPT
+@click.option("--no-contents", is_flag=True, help="Skip hashing every path's contents.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def store_verify(store_dir: str, no_contents: bool, as_json: bool) -> None:
+    """Report rows for gone paths, dangling references, gone derivers, stale .drv files and
+    changed contents; exit 1 if anything is wrong."""
+    from dataclasses import asdict
+
+    from cove.nix.store import find_store, verify
+
+    report = verify(find_store(store_dir), check_contents=not no_contents)
+    if as_json:
+        click.echo(json.dumps(asdict(report), indent=2))
+    else:
+        for line in report.lines() or ["the store database matches the store"]:
+            click.echo(line)
+    sys.exit(0 if report.clean else 1)
+
+
+@store.command(name="repair")
+@STORE_OPT
+@click.option("--apply", "apply_it", is_flag=True,
+              help="Change the database (after a backup); without it, only show the plan.")
+@click.option("--remove-stale-drvs", is_flag=True,
+              help="Also delete .drv files whose input derivations are gone.")
+def store_repair(store_dir: str, apply_it: bool, remove_stale_drvs: bool) -> None:
+    """Remove what `verify` found, in one transaction; a dry run unless --apply."""
+    from cove.nix.repair import apply_repair, plan_repair
+    from cove.nix.store import find_store, verify
+
+    found = find_store(store_dir)
+    if not apply_it:
+        steps, files = plan_repair(verify(found, check_contents=False), remove_stale_drvs)
+        for step in steps:
+            click.echo(f"would {step.why}")
+        for path in files:
+            click.echo(f"would delete {path}")
+        click.echo("nothing to repair" if not (steps or files) else
+                   "dry run: nothing changed; --apply does it (after a backup)")
+        return
+    saved, steps, after = apply_repair(found, remove_stale_drvs)
+    click.echo(f"backed up the database to {saved}")
+    for step in steps:
+        click.echo(step.why)
+    for line in after.lines() or ["the store database now matches the store"]:
+        click.echo(line)
+    sys.exit(0 if after.clean else 1)
+
+
+@cli.group()
 def network() -> None:
     """Private networks: VMs on one reach each other by name (needs root)."""
 

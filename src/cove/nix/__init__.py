@@ -1,0 +1,1 @@
+"""Nix stores: checking and repairing the store database against what is on disk."""
