@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cove.errors import CoveError
@@ -84,3 +86,20 @@ def test_networks_need_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     with pytest.raises(CoveError, match="cove networks need root"):
         network.create_network("lab", "10.77.0.0/24")
+
+
+def test_doctor_flags_a_vm_that_could_write_a_host_store(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from cove.doctor import store_share_findings
+
+    for name, readonly in (("safe", True), ("risky", False)):
+        (tmp_path / "vms" / name).mkdir(parents=True)
+        (tmp_path / "vms" / name / "vm.json").write_text(json.dumps({"plan": {"shares": [
+            {"tag": "share0", "source": "/nix/store", "target": "/nix/store",
+             "readonly": readonly, "proto": "virtiofs"}]}}))
+    findings = {f.what: f for f in store_share_findings(tmp_path)}
+    assert findings["store safety of VM safe"].ok
+    assert not findings["store safety of VM risky"].ok
+    assert "WRITABLE host store: /nix/store" in findings["store safety of VM risky"].detail

@@ -294,6 +294,19 @@ def events(follow: bool, count: int, vm: str | None) -> None:
         pass
 
 
+@cli.command()
+def doctor() -> None:
+    """Check this host: KVM or TCG and why, QEMU, virtiofsd and the other tools, and that no
+    VM could write a host store. Exit 1 if something required is missing."""
+    from cove.doctor import diagnose
+
+    findings = diagnose()
+    for finding in findings:
+        mark = "ok  " if finding.ok else ("FAIL" if finding.required else "warn")
+        click.echo(f"{mark}  {finding.what}: {finding.detail}")
+    sys.exit(0 if all(f.ok or not f.required for f in findings) else 1)
+
+
 @cli.group()
 def store() -> None:
     """Check and repair a Nix store's database against its files."""

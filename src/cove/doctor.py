@@ -1,0 +1,80 @@
+"""`cove doctor`: what this host can do for cove, and whether any VM could write a host store."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from cove.home import cove_home
+from cove.proc import TOOL_PACKAGES
+from cove.runtime.storage import VIRTIOFSD
+from cove.spec.load import touches_host_store
+from cove.spec.model import Accel
+from cove.vmm.accel import decide_accel
+
+REQUIRED_TOOLS = ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.erofs", "mkfs.ext4",
+                  "depmod", "lz4", "apt-get", "dpkg-query")
+OPTIONAL_TOOLS = {"nix-store": "cove store verify/repair", "dnsmasq": "cove networks",
+                  "nft": "cove networks"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    what: str
+    detail: str = ""
+    required: bool = True
+
+
+def tool_findings() -> list[Finding]:
+    findings = []
+    for tool in REQUIRED_TOOLS:
+        path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+        findings.append(Finding(path is not None, tool, path or
+                                f"missing: apt-get install {TOOL_PACKAGES.get(tool, tool)}"))
+    findings.append(Finding(Path(VIRTIOFSD).exists(), "virtiofsd",
+                            VIRTIOFSD if Path(VIRTIOFSD).exists() else
+                            "missing (shares): apt-get install qemu-system-common"))
+    for tool, purpose in OPTIONAL_TOOLS.items():
+        path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+        findings.append(Finding(path is not None, tool, path or f"missing; needed for {purpose}",
+                                required=False))
+    return findings
+
+
+def qemu_version() -> Finding:
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        return Finding(False, "QEMU", "apt-get install qemu-system-x86")
+    first = subprocess.run([qemu, "--version"], capture_output=True, text=True,
+                           check=False).stdout.splitlines()
+    return Finding(True, "QEMU", first[0] if first else "unknown version")
+
+
+def store_share_findings(home: Path) -> list[Finding]:
+    """Every VM cove knows: no share of a host store may be writable."""
+    import json
+
+    findings = []
+    for record in sorted((home / "vms").glob("*/vm.json")):
+        shares = json.loads(record.read_text())["plan"].get("shares", [])
+        bad = [s["source"] for s in shares
+               if not s["readonly"] and touches_host_store(Path(s["source"]))]
+        findings.append(Finding(not bad, f"store safety of VM {record.parent.name}",
+                                f"WRITABLE host store: {', '.join(bad)}" if bad else
+                                "no host store is shared writable"))
+    return findings
+
+
+def diagnose() -> list[Finding]:
+    home = cove_home()
+    accel = decide_accel(Accel.AUTO, home / "host")
+    return [
+        Finding(True, "accelerator", f"{accel.accel}: {accel.reason}"),
+        qemu_version(),
+        *tool_findings(),
+        Finding(True, "cove home", str(home)),
+        *store_share_findings(home),
+    ]
