@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def bench_home(tmp: Path, spec_text: str, spec_name: str = "spec"
+               ) -> tuple[dict[str, str], Path]:
+    """A throw-away cove home sharing the real artifact cache, and a spec written in `tmp`."""
+    from cove.home import cove_home
+
+    home = tmp / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(cove_home() / "cache")
+    spec = tmp / spec_name
+    spec.mkdir()
+    (spec / "cove.toml").write_text(spec_text)
+    return {**os.environ, "COVE_HOME": str(home)}, spec
 
 
 def median(values: list[float]) -> float:

@@ -16,9 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import median, print_table, write_json
+from bench.common import bench_home, median, print_table, write_json
 from bench.lifecycle import daemon_pid, free_port
-from cove.home import cove_home
 
 BIG_MIB = 32
 SPEC = f'''name = "iobench"
@@ -80,13 +79,7 @@ def dd_mbps(command: str, mib: int, env: dict[str, str]) -> float:
 
 
 def run(tmp: Path) -> dict[str, object]:
-    home = tmp / "home"
-    home.mkdir()
-    (home / "cache").symlink_to(cove_home() / "cache")
-    env = {**os.environ, "COVE_HOME": str(home)}
-    spec = tmp / "spec"
-    spec.mkdir()
-    (spec / "cove.toml").write_text(SPEC)
+    env, spec = bench_home(tmp, SPEC)
     share = tmp / "share"
     share.mkdir()
     (share / "big").write_bytes(os.urandom(BIG_MIB * 2**20))

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from bench.boot import time_bare
-from bench.common import median, print_table, write_json
-from cove.home import cove_home
+from bench.common import bench_home, median, print_table, write_json
 from cove.image.build import build_artifacts
 from cove.plan import HostFacts, Plan, make_plan
 from cove.spec import load_spec
@@ -96,13 +95,8 @@ def kill_daemon(home: Path) -> None:
 
 
 def run(tmp: Path, vms: int, n: int) -> dict[str, object]:
+    env, spec_dir = bench_home(tmp, IDLE_SPEC, "idle")
     home = tmp / "home"
-    home.mkdir()
-    (home / "cache").symlink_to(cove_home() / "cache")
-    env = {**os.environ, "COVE_HOME": str(home)}
-    spec_dir = tmp / "idle"
-    spec_dir.mkdir()
-    (spec_dir / "cove.toml").write_text(IDLE_SPEC)
     cove("build", str(spec_dir), env=env)
     cove("build", str(HELLO), env=env)
     results: dict[str, object] = {}

@@ -115,12 +115,16 @@ def test_unsupported_declarations_are_refused_not_dropped(tmp_path: Path) -> Non
     assert refusals[("everything", "crosvm")] is None
 
 
+def plan_or_skip(tmp_path: Path, spec_name: str, hypervisor: Hypervisor) -> Plan:
+    try:
+        return plan_for(tmp_path, spec_name, hypervisor)
+    except CoveError:
+        pytest.skip(f"refused for {hypervisor.value} (checked above)")
+
+
 @pytest.mark.parametrize("spec_name", list(SPECS))
 def test_firecracker_bodies_match_upstream_swagger(tmp_path: Path, spec_name: str) -> None:
-    try:
-        plan = plan_for(tmp_path, spec_name, Hypervisor.FIRECRACKER)
-    except CoveError:
-        pytest.skip("refused for firecracker (checked above)")
+    plan = plan_or_skip(tmp_path, spec_name, Hypervisor.FIRECRACKER)
     config = firecracker.config_file(plan, FILES, PATHS)
     single = {"boot-source": "BootSource", "machine-config": "MachineConfiguration",
               "vsock": "Vsock", "logger": "Logger", "metrics": "Metrics"}
@@ -138,10 +142,7 @@ def test_firecracker_bodies_match_upstream_swagger(tmp_path: Path, spec_name: st
 
 @pytest.mark.parametrize("spec_name", list(SPECS))
 def test_cloud_hypervisor_body_matches_upstream_openapi(tmp_path: Path, spec_name: str) -> None:
-    try:
-        plan = plan_for(tmp_path, spec_name, Hypervisor.CLOUD_HYPERVISOR)
-    except CoveError:
-        pytest.skip("refused for cloud-hypervisor (checked above)")
+    plan = plan_or_skip(tmp_path, spec_name, Hypervisor.CLOUD_HYPERVISOR)
     body = cloud_hypervisor.vm_config(plan, FILES, PATHS)
     assert problems(cloud_hypervisor_validator("VmConfig"), body) == []
 

@@ -66,6 +66,17 @@ def cove_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "cove.cli.main", *args]
 
 
+def run_until_up(spec: Path, *flags: str) -> subprocess.Popen[str]:
+    """`cove run SPEC` in the background, returned once it says the VM is up."""
+    process = subprocess.Popen(cove_argv("run", str(spec), *flags), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "is up" in line:
+            break
+    return process
+
+
 def write_spec(directory: Path, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "cove.toml"

@@ -14,6 +14,7 @@ from tests.vm.conftest import (
     fetch,
     free_port,
     qemu_pids_for,
+    run_until_up,
     wait_for,
     write_spec,
 )
@@ -89,17 +90,6 @@ def test_pre_start_failure_is_reported(cove_home: Path, tmp_path: Path) -> None:
     assert "cove: service web: pre_start failed with code 4 (its output is above)\n" in lines
     assert "web | preparing" in out
     assert process.returncode == 0
-
-
-def run_until_up(spec: Path) -> subprocess.Popen[str]:
-    """`cove run SPEC` in the background, returned once it says the VM is up."""
-    process = subprocess.Popen(cove_argv("run", str(spec)), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "is up" in line:
-            break
-    return process
 
 
 def idle_spec(tmp_path: Path, name: str) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import cove_argv, qemu_pids_for, wait_for, write_spec
+from tests.vm.conftest import cove_argv, qemu_pids_for, run_until_up, wait_for, write_spec
 
 pytestmark = pytest.mark.vm
 SPEC = 'name = "{name}"\npackages = ["python3", "curl"]\nnetwork = "none"\n'
@@ -83,12 +83,7 @@ def test_volume_survives_restart_and_kill(cove_home: Path, tmp_path: Path) -> No
     volume = "--volume=keepvol:/data:64"
     run_in(spec, "echo one >> /data/log; sync", volume)
     assert run_in(spec, "cat /data/log", volume).stdout == "one\n"
-    process = subprocess.Popen(cove_argv("run", str(spec), volume), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "is up" in line:
-            break
+    process = run_until_up(spec, volume)
     exec_in = subprocess.run(
         cove_argv("run", str(spec), "--name", "writer", "--", "true"), capture_output=True,
         text=True, check=False)
@@ -142,12 +137,7 @@ def test_volume_ls_grow_rm(cove_home: Path, tmp_path: Path) -> None:
     size_kib = run_in(spec, "cat /data/file; df -k /data | tail -1", volume).stdout.split()
     assert size_kib[0] == "kept"
     assert int(size_kib[2]) > 80 * 1024  # the filesystem grew with the image
-    process = subprocess.Popen(cove_argv("run", str(spec), volume), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "is up" in line:
-            break
+    process = run_until_up(spec, volume)
     try:
         busy = cove_volume("rm", "growvol")
         assert busy.returncode == 1 and "in use by a running VM" in busy.stderr
