@@ -26,6 +26,7 @@ TOOL_PACKAGES = {
     "dpkg": "dpkg",
     "dpkg-query": "dpkg",
     "busybox": "busybox-static",
+    "mmdebstrap": "mmdebstrap",
 }
 
 

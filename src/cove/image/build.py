@@ -11,7 +11,8 @@ from cove.image.initramfs import build_initramfs
 from cove.image.kernel import KernelArtifact, get_kernel
 from cove.image.modules import FEATURES, modules_to_load
 from cove.image.rootfs import RootImage, build_host_root
-from cove.spec.model import Spec
+from cove.image.sources.debian import build_debian_root
+from cove.spec.model import Source, Spec
 
 
 @dataclass(frozen=True)
@@ -31,5 +32,11 @@ def build_artifacts(spec: Spec, cache: Cache | None = None) -> Artifacts:
     # every module a plan may ask for: one initramfs serves all plans of this kernel
     modules, _missing = modules_to_load(list(FEATURES), kernel.config)
     initramfs = build_initramfs(kernel, modules, cache)
-    root = build_host_root(spec.packages, cache)
-    return Artifacts(kernel, initramfs, root)
+    return Artifacts(kernel, initramfs, build_root(spec, cache))
+
+
+def build_root(spec: Spec, cache: Cache) -> RootImage:
+    if spec.source is Source.DEBIAN:
+        path, packages = build_debian_root(spec.suite, spec.mirror, spec.packages, cache)
+        return RootImage(path, packages, path.stat().st_size)
+    return build_host_root(spec.packages, cache)

@@ -210,6 +210,8 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
                       path=kernel.get("path"), modules=kernel.get("modules"),
                       cmdline=kernel.get("cmdline", "")),
         source=Source(values["source"]),
+        suite=values["suite"],
+        mirror=values["mirror"],
         hypervisor=Hypervisor(values["hypervisor"]),
         accel=Accel(values["accel"]),
         restart=VmRestart(policy=Restart(restart.get("policy", "on-failure")),

@@ -40,6 +40,7 @@ class Filesystem(enum.StrEnum):
 
 class Source(enum.StrEnum):
     HOST = "host"
+    DEBIAN = "debian"
 
 
 class Proto(enum.StrEnum):
@@ -128,6 +129,8 @@ class Spec:
     kernel: Kernel = Kernel()
     restart: VmRestart = VmRestart()
     source: Source = Source.HOST
+    suite: str = "bookworm"
+    mirror: str = "http://deb.debian.org/debian"
     hypervisor: Hypervisor = Hypervisor.AUTO
     shares: tuple[Share, ...] = ()
     volumes: tuple[Volume, ...] = ()

@@ -1,0 +1,81 @@
+"""Root images from Debian's archive: mmdebstrap into cove's cache, packed as erofs.
+
+Cached by suite, mirror, package set and date: the same day the same spec reuses its image;
+the next day brings the archive's updates.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from cove.errors import die
+from cove.image.cache import Cache, content_key
+from cove.proc import require_tool, run
+
+FORMAT_VERSION = 1
+# The agent's Python, and busybox: the agent powers off with it and users get its applets.
+BASE_PACKAGES = ("python3", "busybox-static")
+EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*",
+            "/usr/share/locale/*", "/usr/share/lintian/*")
+
+
+def mmdebstrap_argv(suite: str, mirror: str, packages: list[str], tree: Path) -> list[str]:
+    return [
+        "mmdebstrap",
+        "--variant=essential",
+        "--mode=root",
+        f"--include={','.join(packages)}",
+        *(f"--dpkgopt=path-exclude={pattern}" for pattern in EXCLUDES),
+        suite,
+        str(tree),
+        mirror,
+    ]
+
+
+def unknown_packages(stderr: str) -> list[str]:
+    return re.findall(r"Unable to locate package (\S+)", stderr)
+
+
+def bootstrap(suite: str, mirror: str, packages: list[str], tree: Path) -> None:
+    require_tool("mmdebstrap")
+    result = subprocess.run(mmdebstrap_argv(suite, mirror, packages, tree),
+                            capture_output=True, text=True, check=False)
+    if result.returncode == 0:
+        return
+    missing = unknown_packages(result.stderr)
+    if missing:
+        die(f"Debian {suite} has no package {', '.join(missing)}",
+            "check the names in `packages` (apt-cache search NAME finds them)")
+    tail = "\n  ".join(result.stderr.strip().splitlines()[-5:])
+    die(f"mmdebstrap failed (exit {result.returncode}):\n  {tail}",
+        f"is {mirror} reachable? source = \"host\" works offline")
+
+
+def build_debian_root(suite: str, mirror: str, requested: tuple[str, ...],
+                      cache: Cache) -> tuple[Path, tuple[str, ...]]:
+    from cove.image.rootfs import add_busybox_applets
+
+    packages = sorted({*BASE_PACKAGES, *requested})
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    key = content_key(["debian", FORMAT_VERSION, suite, mirror, packages, day])
+
+    def build(out: Path) -> None:
+        tree = out / "tree"
+        bootstrap(suite, mirror, packages, tree)
+        add_busybox_applets(tree)
+        for name in ("cove", "run", "tmp"):
+            (tree / name).mkdir(exist_ok=True)
+        hosts = tree / "etc" / "hosts"
+        if not hosts.exists():
+            hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+        run(["mkfs.erofs", "-zlz4hc", "--all-root", "-T0", "--quiet", str(out / "root.erofs"),
+             str(tree)], what="mkfs.erofs")
+        shutil.rmtree(tree)
+        (out / "packages.txt").write_text("".join(f"{p}\n" for p in packages))
+
+    entry = cache.get_or_build("root-debian", key, build)
+    return entry / "root.erofs", tuple(packages)
