@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -128,3 +129,17 @@ def test_name_is_taken_while_running(cove_home: Path, tmp_path: Path) -> None:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=60)
     assert first.returncode == 0
+
+
+def test_own_kernel_boots(cove_home: Path, tmp_path: Path) -> None:
+    """kernel.path: a vmlinux the user brings, with its modules directory."""
+    cached = next((cove_home / "cache" / "kernel").glob("*/vmlinux")).parent
+    own = tmp_path / "own"
+    (own / "lib").mkdir(parents=True)
+    os.symlink(cached / "lib" / "modules", own / "lib" / "modules")
+    spec = write_spec(tmp_path / "ownkernel", SPEC_HEAD.format(name="ownkernel") + (
+        f'network = "none"\n[kernel]\npath = "{cached / "vmlinux"}"\nmodules = "{own}"\n'))
+    result = subprocess.run(cove_argv("run", str(spec), "--", "uname", "-r"),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == next((cached / "lib" / "modules").iterdir()).name

@@ -9,7 +9,7 @@ from cove.home import cove_home
 from cove.image.cache import Cache
 from cove.image.initramfs import build_initramfs
 from cove.image.kernel import KernelArtifact, get_kernel
-from cove.image.modules import FEATURES, modules_to_load
+from cove.image.modules import FEATURES, modules_to_load, normalize, read_dep_table
 from cove.image.rootfs import RootImage, build_host_root
 from cove.image.sources.debian import build_debian_root
 from cove.spec.model import Source, Spec
@@ -29,8 +29,11 @@ def default_cache() -> Cache:
 def build_artifacts(spec: Spec, cache: Cache | None = None) -> Artifacts:
     cache = cache or default_cache()
     kernel = get_kernel(spec.kernel, cache)
-    # every module a plan may ask for: one initramfs serves all plans of this kernel
-    modules, _missing = modules_to_load(list(FEATURES), kernel.config)
+    # every module a plan may ask for that this kernel has: one initramfs serves all plans
+    # of this kernel (a plan that needs a module the kernel lacks is refused by make_plan)
+    available = read_dep_table(kernel.modules) if kernel.modules else {}
+    wanted, _missing = modules_to_load(list(FEATURES), kernel.config)
+    modules = [m for m in wanted if normalize(m) in available]
     initramfs = build_initramfs(kernel, modules, cache)
     return Artifacts(kernel, initramfs, build_root(spec, cache))
 

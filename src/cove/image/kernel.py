@@ -143,9 +143,11 @@ def user_kernel(spec: Kernel, cache: Cache) -> KernelArtifact:
                 die(f"{spec.modules}: no lib/modules/{version} inside",
                     "kernel.modules must be a directory holding lib/modules/<version>")
             shutil.copytree(source, out / "lib" / "modules" / version, symlinks=True)
-            config = source / "build" / ".config"
-            if config.is_file():
-                shutil.copy(config, out / "config")
+            for config in (source / "build" / ".config", spec.modules / "boot" /
+                           f"config-{version}", path.parent / f"config-{version}"):
+                if config.is_file():
+                    shutil.copy(config, out / "config")
+                    break
         (out / "info.json").write_text(json.dumps({"version": version}))
 
     return load_artifact(cache.get_or_build("kernel", key, build))
