@@ -28,7 +28,7 @@ AGENT_VSOCK_PORT = 1024
 GUEST_CID = 3
 AF_VSOCK_BACKENDS = frozenset({Hypervisor.CROSVM, Hypervisor.KVMTOOL})
 SERIAL_AGENT = frozenset({Hypervisor.QEMU})  # the others reach the agent over vsock
-BASE_FEATURES = ("virtio-mmio", "virtio-blk", "virtio-console", "virtio-rng", "erofs",
+BASE_FEATURES = ("crc32c", "virtio-mmio", "virtio-blk", "virtio-console", "virtio-rng", "erofs",
                  "overlay", "acpi-button", "evdev")
 
 

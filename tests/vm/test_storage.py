@@ -146,3 +146,20 @@ def test_volume_ls_grow_rm(cove_home: Path, tmp_path: Path) -> None:
         process.wait(timeout=60)
     assert cove_volume("rm", "growvol").returncode == 0
     assert not (cove_home / "volumes" / "growvol.ext4").exists()
+
+
+def test_9p_share_with_a_kernel_that_has_it(cove_home: Path, tmp_path: Path) -> None:
+    """Debian's cloud kernel has no 9p (cove says so); its generic kernel has."""
+    (tmp_path / "share").mkdir()
+    (tmp_path / "share" / "file").write_text("via 9p\n")
+    share = f'[[shares]]\nsource = "{tmp_path / "share"}"\ntarget = "/share"\nproto = "9p"\n'
+    cloud = write_spec(tmp_path / "cloud", SPEC.format(name="ninep") + share)
+    refused = run_in(cloud, "true", check=False)
+    assert refused.returncode == 1 and "9p (CONFIG_9P_FS)" in refused.stderr
+    generic = write_spec(tmp_path / "generic", SPEC.format(name="ninep") + share +
+                         '[kernel]\npackage = "linux-image-amd64"\n')
+    result = run_in(generic, "cat /share/file; mount -o remount,rw /share; touch /share/new",
+                    check=False)
+    assert result.stdout == "via 9p\n"
+    assert "Read-only file system" in result.stderr
+    assert not (tmp_path / "share" / "new").exists()

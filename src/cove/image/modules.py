@@ -18,6 +18,8 @@ class Feature:
 FEATURES = {
     f.name: f
     for f in (
+        # libcrc32c (erofs, ext4) wants crc32c by a soft dependency modules.dep omits
+        Feature("crc32c", "CONFIG_CRYPTO_CRC32C", "crc32c_generic"),
         Feature("virtio-mmio", "CONFIG_VIRTIO_MMIO", "virtio_mmio"),
         Feature("virtio-blk", "CONFIG_VIRTIO_BLK", "virtio_blk"),
         Feature("virtio-console", "CONFIG_VIRTIO_CONSOLE", "virtio_console"),
