@@ -15,12 +15,14 @@ from typing import Any
 from cove.errors import die
 from cove.image.kernel import KernelArtifact
 from cove.image.modules import modules_to_load, normalize, read_dep_table
-from cove.spec.model import Hypervisor, Port, Proto, ShareProto, Spec
+from cove.spec.model import Hypervisor, Port, Proto, ShareProto, Source, Spec, StoreMode
 from cove.vmm.accel import AccelDecision
 from cove.vmm.choose import HypervisorChoice, choose_hypervisor
 from cove.vmm.features import required_features
 
 ROOT_SERIAL = "cove-root"
+NIX_SERIAL = "cove-nix"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GUEST_IP = "10.0.2.15/24"  # QEMU user networking's fixed addresses
 GUEST_GATEWAY = "10.0.2.2"
 GUEST_DNS = "10.0.2.3"
@@ -84,6 +86,8 @@ class Plan:
     ephemeral: bool = False
     guest_mounts: tuple[str, ...] = ()
     delivery: dict[str, str] = field(default_factory=dict)  # config/secrets host dirs
+    nix_outputs: tuple[str, ...] = ()
+    nix_root: str = "/"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,6 +107,7 @@ class Plan:
             "shares": tuple(PlannedShare(**s) for s in data.get("shares", ())),
             "drives": tuple(Drive(**d) for d in data.get("drives", ())),
             "guest_mounts": tuple(data.get("guest_mounts", ())),
+            "nix_outputs": tuple(data.get("nix_outputs", ())),
         })
 
 
@@ -149,6 +154,14 @@ def agent_config(spec: Spec, with_services: bool, transport: str,
             "halt": "reboot" if hypervisor in RESET_TO_STOP else "poweroff"}
 
 
+def with_nix_path(config: dict[str, Any], outputs: tuple[str, ...]) -> dict[str, Any]:
+    """A flake's programs are on the services' PATH, first."""
+    if not outputs:
+        return config
+    path = ":".join([*(f"{out}/bin" for out in outputs), DEFAULT_PATH])
+    return {**config, "env": {"PATH": path, **config["env"]}}
+
+
 def guest_cid(name: str) -> int:
     """With host-kernel vsock every guest on the host needs its own CID (3 and up)."""
     return GUEST_CID + int(hashlib.sha256(name.encode()).hexdigest(), 16) % (1 << 24)
@@ -162,15 +175,20 @@ def volume_image(source: str, home: Path) -> str:
 def plan_storage(spec: Spec, home: Path) -> tuple[tuple[PlannedShare, ...], tuple[Drive, ...]]:
     shares = tuple(PlannedShare(f"share{i}", str(s.source), s.target, s.readonly, s.proto.value)
                    for i, s in enumerate(spec.shares))
+    if spec.source is Source.NIX and spec.store is StoreMode.SHARE:
+        # the host store: read-only at every layer (virtiofsd's bind, the guest mount)
+        shares += (PlannedShare("nixstore", str(spec.nix_root / "nix" / "store"), "/nix/store",
+                                True, "virtiofs"),)
     drives = tuple(Drive(f"vol{i}", volume_image(v.source, home), f"cove-vol{i}", v.target,
                          v.fs.value, v.size_mib)
                    for i, v in enumerate(spec.volumes))
     return shares, drives
 
 
-def guest_mounts(shares: tuple[PlannedShare, ...], drives: tuple[Drive, ...]) -> tuple[str, ...]:
+def guest_mounts(shares: tuple[PlannedShare, ...], drives: tuple[Drive, ...],
+                 nix_image: bool = False) -> tuple[str, ...]:
     """Lines /init reads: KIND SOURCE TARGET OPTIONS (targets hold no spaces: validated)."""
-    lines = []
+    lines = [f"disk {NIX_SERIAL} /nix/store erofs"] if nix_image else []
     for share in shares:
         mode = "ro" if share.readonly else "rw"
         lines.append(f"{share.proto} {share.tag} {share.target} {mode}")
@@ -181,7 +199,8 @@ def guest_mounts(shares: tuple[PlannedShare, ...], drives: tuple[Drive, ...]) ->
 def needed_features(spec: Spec, transport: str) -> list[str]:
     features = list(BASE_FEATURES)
     protos = {share.proto for share in spec.shares}
-    if ShareProto.VIRTIOFS in protos:
+    if ShareProto.VIRTIOFS in protos or (spec.source is Source.NIX
+                                         and spec.store is StoreMode.SHARE):
         features.append("virtiofs")
     if ShareProto.P9 in protos:
         features += ["9p", "9p-virtio"]
@@ -207,7 +226,8 @@ def choose(spec: Spec, host: HostFacts, hypervisor: Hypervisor | None) -> Hyperv
 
 
 def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
-              with_services: bool = True, hypervisor: Hypervisor | None = None) -> Plan:
+              with_services: bool = True, hypervisor: Hypervisor | None = None,
+              nix_outputs: tuple[str, ...] = ()) -> Plan:
     choice = choose(spec, host, hypervisor)
     transport = "serial" if choice.hypervisor in SERIAL_AGENT else "vsock"
     features = needed_features(spec, transport)
@@ -235,13 +255,17 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         ports=spec.ports,
         init_env={"COVE_HOSTNAME": spec.name, "COVE_ROOT_SERIAL": ROOT_SERIAL,
                   "COVE_ROOT_FS": "erofs", **network_env(spec)},
-        agent_config=agent_config(spec, with_services, transport, choice.hypervisor),
+        agent_config=with_nix_path(agent_config(spec, with_services, transport,
+                                                choice.hypervisor), nix_outputs),
         shares=shares,
         drives=drives,
         network=spec.network,
         agent_transport=transport,
         ephemeral=spec.ephemeral,
-        guest_mounts=guest_mounts(shares, drives),
+        guest_mounts=guest_mounts(shares, drives, spec.source is Source.NIX
+                                  and spec.store is StoreMode.IMAGE),
+        nix_outputs=nix_outputs,
+        nix_root=str(spec.nix_root),
         vsock_cid=guest_cid(spec.name) if choice.hypervisor in AF_VSOCK_BACKENDS else GUEST_CID,
         delivery={key: str(path) for key, path in (("config", spec.config),
                                                     ("secrets", spec.secrets)) if path},

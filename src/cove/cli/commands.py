@@ -86,7 +86,7 @@ def plan_for(spec: Spec, accel: str | None, with_services: bool = True,
              hypervisor: Hypervisor | None = None) -> tuple[Plan, Artifacts]:
     artifacts = build_artifacts(spec)
     plan = make_plan(spec, host_facts(spec, accel, hypervisor), artifacts.kernel,
-                     with_services, hypervisor)
+                     with_services, hypervisor, artifacts.nix_outputs)
     return plan, artifacts
 
 
@@ -97,7 +97,8 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
     plan, artifacts = plan_for(spec, accel, hypervisor=chosen)
     vm_dir = VmDir.for_name(spec.name)
     rendered = render(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
-                                      artifacts.root.path), vm_dir.sockets)
+                                      artifacts.root.path, artifacts.nix_store_image),
+                      vm_dir.sockets)
     if as_json:
         click.echo(json.dumps({**plan.to_json(), **rendered}, indent=2))
         return

@@ -12,7 +12,8 @@ from cove.image.kernel import KernelArtifact, get_kernel
 from cove.image.modules import FEATURES, modules_to_load, normalize, read_dep_table
 from cove.image.rootfs import RootImage, build_host_root
 from cove.image.sources.debian import build_debian_root
-from cove.spec.model import Source, Spec
+from cove.image.sources.nix import closure_image, nix_build
+from cove.spec.model import Source, Spec, StoreMode
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class Artifacts:
     kernel: KernelArtifact
     initramfs: Path
     root: RootImage
+    nix_outputs: tuple[str, ...] = ()  # source = "nix": what the flake built
+    nix_store_image: Path | None = None  # store = "image": its closure as erofs
 
 
 def default_cache() -> Cache:
@@ -35,7 +38,12 @@ def build_artifacts(spec: Spec, cache: Cache | None = None) -> Artifacts:
     wanted, _missing = modules_to_load(list(FEATURES), kernel.config)
     modules = [m for m in wanted if normalize(m) in available]
     initramfs = build_initramfs(kernel, modules, cache)
-    return Artifacts(kernel, initramfs, build_root(spec, cache))
+    root = build_root(spec, cache)
+    if spec.source is not Source.NIX:
+        return Artifacts(kernel, initramfs, root)
+    built = nix_build(spec.flake, spec.directory, spec.nix_root)
+    image = closure_image(built, cache) if spec.store is StoreMode.IMAGE else None
+    return Artifacts(kernel, initramfs, root, built.outputs, image)
 
 
 def build_root(spec: Spec, cache: Cache) -> RootImage:

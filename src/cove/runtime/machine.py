@@ -13,12 +13,14 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from cove.errors import CoveError, die
 from cove.image.build import Artifacts
 from cove.image.initramfs import BootConfig, load_order, write_initrd
+from cove.image.sources.nix import add_gc_roots, remove_gc_roots
 from cove.plan import Plan
 from cove.runtime.agent_client import AgentClient, AgentError, Frame
 from cove.runtime.forward import Forwards
@@ -95,7 +97,8 @@ class Machine:
         self.helpers: list[asyncio.subprocess.Process] = []  # virtiofsd
         self.forwards = Forwards(self)
         self.launcher = launcher_for(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
-                                                     artifacts.root.path), vm_dir.sockets)
+                                                     artifacts.root.path,
+                                                     artifacts.nix_store_image), vm_dir.sockets)
 
     async def __aenter__(self) -> Machine:
         self.claim()
@@ -144,6 +147,8 @@ class Machine:
         write_initrd(self.artifacts.initramfs,
                      boot_config(self.plan, self.artifacts, network_env), self.dir.initrd)
         self.started_at = time.monotonic()
+        if self.plan.nix_outputs:
+            add_gc_roots(Path(self.plan.nix_root), self.plan.name, self.plan.nix_outputs)
         prepare_drives(self.plan, self.dir.sockets)
         self.dir.qemu_log.write_bytes(b"")
         self.helpers = await start_virtiofsd(self.plan, self.dir.sockets, self.dir.qemu_log)
@@ -242,6 +247,8 @@ class Machine:
         self.helpers = []
         if not self.running:
             self.leave_network()
+            if self.plan.nix_outputs:
+                remove_gc_roots(Path(self.plan.nix_root), self.plan.name)
 
     async def _stop_steps(self, timeout: float) -> None:
         if self.agent is not None and await self._try(self.agent.request("shutdown"), 2.0) \

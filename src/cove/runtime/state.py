@@ -29,12 +29,16 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
 def artifacts_to_json(artifacts: Artifacts) -> dict[str, Any]:
     return {"kernel": str(artifacts.kernel.vmlinux.parent), "initramfs": str(artifacts.initramfs),
             "root": str(artifacts.root.path), "root_size": artifacts.root.size,
-            "packages": list(artifacts.root.packages)}
+            "packages": list(artifacts.root.packages),
+            "nix_outputs": list(artifacts.nix_outputs),
+            "nix_store_image": str(artifacts.nix_store_image or "")}
 
 
 def artifacts_from_json(data: dict[str, Any]) -> Artifacts:
     return Artifacts(load_artifact(Path(data["kernel"])), Path(data["initramfs"]),
-                     RootImage(Path(data["root"]), tuple(data["packages"]), data["root_size"]))
+                     RootImage(Path(data["root"]), tuple(data["packages"]), data["root_size"]),
+                     tuple(data.get("nix_outputs", ())),
+                     Path(data["nix_store_image"]) if data.get("nix_store_image") else None)
 
 
 @dataclass(frozen=True)

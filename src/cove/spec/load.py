@@ -22,6 +22,7 @@ from cove.spec.model import (
     ShareProto,
     Source,
     Spec,
+    StoreMode,
     VmRestart,
     Volume,
 )
@@ -130,6 +131,9 @@ def check_cross_field(values: dict[str, Any], checker: Checker) -> None:
                             f"ports[{seen[key]}]", "each host port can be forwarded once")
         seen[key] = index
     check_mounts(values, checker)
+    if values.get("source") == "nix" and not values.get("flake"):
+        checker.problem("flake", 'is required with source = "nix"',
+                        'name the flake output to boot, e.g. flake = ".#hello"')
     kernel = values.get("kernel") or {}
     if kernel.get("modules") and not kernel.get("path"):
         checker.problem("kernel.modules", "only makes sense with kernel.path",
@@ -210,6 +214,9 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
                       path=kernel.get("path"), modules=kernel.get("modules"),
                       cmdline=kernel.get("cmdline", "")),
         source=Source(values["source"]),
+        flake=values["flake"],
+        store=StoreMode(values["store"]),
+        nix_root=(path.parent / values["nix_root"]).resolve(),
         suite=values["suite"],
         mirror=values["mirror"],
         hypervisor=Hypervisor(values["hypervisor"]),

@@ -41,6 +41,12 @@ class Filesystem(enum.StrEnum):
 class Source(enum.StrEnum):
     HOST = "host"
     DEBIAN = "debian"
+    NIX = "nix"
+
+
+class StoreMode(enum.StrEnum):
+    IMAGE = "image"
+    SHARE = "share"
 
 
 class Proto(enum.StrEnum):
@@ -129,6 +135,9 @@ class Spec:
     kernel: Kernel = Kernel()
     restart: VmRestart = VmRestart()
     source: Source = Source.HOST
+    flake: str = ""
+    store: StoreMode = StoreMode.IMAGE
+    nix_root: Path = Path("/")
     suite: str = "bookworm"
     mirror: str = "http://deb.debian.org/debian"
     hypervisor: Hypervisor = Hypervisor.AUTO

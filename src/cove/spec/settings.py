@@ -5,7 +5,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cove.spec.model import Accel, Filesystem, Hypervisor, Proto, Restart, ShareProto, Source
+from cove.spec.model import (
+    Accel,
+    Filesystem,
+    Hypervisor,
+    Proto,
+    Restart,
+    ShareProto,
+    Source,
+    StoreMode,
+)
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 GUEST_PATH_PATTERN = r"^/[^\s\0]*$"  # no spaces: /init reads its mount list with `read`
@@ -154,6 +163,13 @@ TOP_SETTINGS = (
             "qcow2 overlays (the root's writes are always thrown away).", default=False),
     Setting("source", Kind.ENUM, "Where the root image's files come from.",
             default=Source.HOST.value, choices=choices(Source)),
+    Setting("flake", Kind.STR, "Flake output to build and boot, for source = \"nix\".",
+            default="", example=".#hello"),
+    Setting("store", Kind.ENUM, "How the guest sees the output's Nix closure: an erofs image, "
+            "or the host store shared read-only.", default=StoreMode.IMAGE.value,
+            choices=choices(StoreMode)),
+    Setting("nix_root", Kind.STR, "Root of the Nix store to build in (a chroot store's root, "
+            "made on first use); the host's /nix by default.", default="/"),
     Setting("suite", Kind.STR, "Debian suite, for source = \"debian\".", default="bookworm",
             pattern=r"^[a-z][a-z0-9-]*$"),
     Setting("mirror", Kind.STR, "Debian mirror, for source = \"debian\".",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from cove.plan import ROOT_SERIAL, Plan
+from cove.plan import NIX_SERIAL, ROOT_SERIAL, Plan
 from cove.vmm.layout import BootFiles, RunPaths
 
 # A guest kernel on these hypervisors resets the VM to stop it (no ACPI power-off path).
@@ -36,12 +36,14 @@ def disks(plan: Plan, files: BootFiles, paths: RunPaths) -> list[Disk]:
     """The read-only root image, then the data volumes (through throw-away qcow2 overlays
     when the VM is ephemeral, so their images are only read)."""
     root = Disk("root", str(files.root), ROOT_SERIAL, readonly=True)
+    store = [Disk("nix", str(files.nix_store), NIX_SERIAL, readonly=True)] \
+        if files.nix_store else []
     if plan.ephemeral:
         volumes = [Disk(d.id, str(paths.overlay(d.id)), d.serial, readonly=False,
                         format="qcow2") for d in plan.drives]
     else:
         volumes = [Disk(d.id, d.path, d.serial, readonly=False) for d in plan.drives]
-    return [root, *volumes]
+    return [root, *store, *volumes]
 
 
 def cmdline(plan: Plan, extra: tuple[str, ...] = ()) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cove.spec.model import Hypervisor, ShareProto, Spec
+from cove.spec.model import Hypervisor, ShareProto, Source, Spec, StoreMode
 
 
 class Feature(enum.StrEnum):
@@ -112,7 +112,8 @@ def required_features(spec: Spec, accel: str) -> list[Feature]:
     """What a spec declares, in the matrix's terms."""
     wanted = [Feature.GRACEFUL_SHUTDOWN]
     protos = {share.proto for share in spec.shares}
-    if ShareProto.VIRTIOFS in protos:
+    if ShareProto.VIRTIOFS in protos or (spec.source is Source.NIX
+                                         and spec.store is StoreMode.SHARE):
         wanted.append(Feature.VIRTIOFS)
     if ShareProto.P9 in protos:
         wanted.append(Feature.P9)

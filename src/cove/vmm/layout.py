@@ -11,6 +11,7 @@ class BootFiles:
     vmlinux: Path
     initrd: Path
     root: Path
+    nix_store: Path | None = None  # an erofs image of a Nix closure, mounted at /nix/store
 
 
 @dataclass(frozen=True)
