@@ -14,7 +14,7 @@ from typing import Any
 
 from cove.errors import die
 from cove.image.kernel import KernelArtifact
-from cove.image.modules import modules_to_load, normalize, read_dep_table
+from cove.image.modules import modules_to_load, normalize, read_builtin, read_dep_table
 from cove.spec.model import Hypervisor, Port, Proto, ShareProto, Source, Spec, StoreMode
 from cove.vmm.accel import AccelDecision
 from cove.vmm.choose import HypervisorChoice, choose_hypervisor
@@ -232,9 +232,11 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
     transport = "serial" if choice.hypervisor in SERIAL_AGENT else "vsock"
     features = needed_features(spec, transport)
     modules, missing = modules_to_load(features, kernel.config)
-    if kernel.modules is not None and not kernel.config:  # no config: modules.dep decides
+    if kernel.modules is not None and not kernel.config:  # no config: the module lists decide
         available = read_dep_table(kernel.modules)
-        missing += [m for m in modules if normalize(m) not in available]
+        builtin = read_builtin(kernel.modules)
+        missing += [m for m in modules
+                    if normalize(m) not in available and normalize(m) not in builtin]
         modules = [m for m in modules if normalize(m) in available]
     if missing:
         die(f"kernel {kernel.version} lacks what this spec needs: {', '.join(missing)}",

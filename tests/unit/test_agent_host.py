@@ -99,12 +99,14 @@ def test_restart_policy(tmp_path: Path, policy: str, code: int, restarts: bool) 
 
 
 def test_shutdown_stops_services_then_exits(tmp_path: Path) -> None:
-    services = {"stubborn": {"command": "trap '' TERM; sleep 100", "stop_timeout": 0.5}}
+    services = {"stubborn": {"command": "trap '' TERM; echo ready; sleep 100",
+                             "stop_timeout": 0.5}}
 
     async def scenario() -> None:
         frames: list[Frame] = []
         async with running_agent(tmp_path, services, frames) as (client, process):
-            await wait_until(frames, lambda f: events(f, "started", "stubborn"))
+            await wait_until(frames, lambda f: any(  # the trap is set: TERM is ignored
+                base64.b64decode(x.get("data", "")) == b"ready\n" for x in f))
             await client.request("shutdown")
             await wait_until(frames, lambda f: any(x.get("kind") == "poweroff" for x in f))
             assert events(frames, "stopped", "stubborn")[0]["code"] == 137  # SIGKILLed

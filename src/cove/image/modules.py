@@ -97,6 +97,12 @@ def modules_to_load(features: list[str], config: dict[str, str]) -> tuple[list[s
     return modules, missing
 
 
+def read_builtin(modules_dir: Path) -> set[str]:
+    """Modules compiled into the kernel (modules.builtin): present, nothing to load."""
+    path = modules_dir / "modules.builtin"
+    return {normalize(line) for line in path.read_text().split()} if path.exists() else set()
+
+
 def read_dep_table(modules_dir: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
     dep_file = modules_dir / "modules.dep"
     return parse_modules_dep(dep_file.read_text()) if dep_file.exists() else {}
