@@ -21,6 +21,7 @@ from cove.vmm.choose import HypervisorChoice, choose_hypervisor
 from cove.vmm.features import required_features
 
 ROOT_SERIAL = "cove-root"
+NIX_LOWER = "/nix/.ro-store"  # the read-only store; /nix/store is an overlay on top
 NIX_SERIAL = "cove-nix"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GUEST_IP = "10.0.2.15/24"  # QEMU user networking's fixed addresses
@@ -87,6 +88,7 @@ class Plan:
     guest_mounts: tuple[str, ...] = ()
     delivery: dict[str, str] = field(default_factory=dict)  # config/secrets host dirs
     nix_outputs: tuple[str, ...] = ()
+    nix_closure: tuple[str, ...] = ()
     nix_root: str = "/"
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +110,7 @@ class Plan:
             "drives": tuple(Drive(**d) for d in data.get("drives", ())),
             "guest_mounts": tuple(data.get("guest_mounts", ())),
             "nix_outputs": tuple(data.get("nix_outputs", ())),
+            "nix_closure": tuple(data.get("nix_closure", ())),
         })
 
 
@@ -177,7 +180,7 @@ def plan_storage(spec: Spec, home: Path) -> tuple[tuple[PlannedShare, ...], tupl
                    for i, s in enumerate(spec.shares))
     if spec.source is Source.NIX and spec.store is StoreMode.SHARE:
         # the host store: read-only at every layer (virtiofsd's bind, the guest mount)
-        shares += (PlannedShare("nixstore", str(spec.nix_root / "nix" / "store"), "/nix/store",
+        shares += (PlannedShare("nixstore", str(spec.nix_root / "nix" / "store"), NIX_LOWER,
                                 True, "virtiofs"),)
     drives = tuple(Drive(f"vol{i}", volume_image(v.source, home), f"cove-vol{i}", v.target,
                          v.fs.value, v.size_mib)
@@ -186,13 +189,19 @@ def plan_storage(spec: Spec, home: Path) -> tuple[tuple[PlannedShare, ...], tupl
 
 
 def guest_mounts(shares: tuple[PlannedShare, ...], drives: tuple[Drive, ...],
-                 nix_image: bool = False) -> tuple[str, ...]:
-    """Lines /init reads: KIND SOURCE TARGET OPTIONS (targets hold no spaces: validated)."""
-    lines = [f"disk {NIX_SERIAL} /nix/store erofs"] if nix_image else []
+                 nix: str = "") -> tuple[str, ...]:
+    """Lines /init reads: KIND SOURCE TARGET OPTIONS (targets hold no spaces: validated).
+
+    A Nix guest's store: read-only underneath (an erofs disk or the host's store), with an
+    overlay on guest tmpfs on top, so the guest's own Nix can write and the host never sees.
+    """
+    lines = [f"disk {NIX_SERIAL} {NIX_LOWER} erofs"] if nix == "image" else []
     for share in shares:
         mode = "ro" if share.readonly else "rw"
         lines.append(f"{share.proto} {share.tag} {share.target} {mode}")
     lines += [f"disk {d.serial} {d.target} {d.fs}" for d in drives]
+    if nix:
+        lines.append(f"overlay {NIX_LOWER} /nix/store tmpfs")
     return tuple(lines)
 
 
@@ -227,7 +236,7 @@ def choose(spec: Spec, host: HostFacts, hypervisor: Hypervisor | None) -> Hyperv
 
 def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
               with_services: bool = True, hypervisor: Hypervisor | None = None,
-              nix_outputs: tuple[str, ...] = ()) -> Plan:
+              nix_outputs: tuple[str, ...] = (), nix_closure: tuple[str, ...] = ()) -> Plan:
     choice = choose(spec, host, hypervisor)
     transport = "serial" if choice.hypervisor in SERIAL_AGENT else "vsock"
     features = needed_features(spec, transport)
@@ -264,9 +273,10 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         network=spec.network,
         agent_transport=transport,
         ephemeral=spec.ephemeral,
-        guest_mounts=guest_mounts(shares, drives, spec.source is Source.NIX
-                                  and spec.store is StoreMode.IMAGE),
+        guest_mounts=guest_mounts(shares, drives, spec.store.value
+                                  if spec.source is Source.NIX else ""),
         nix_outputs=nix_outputs,
+        nix_closure=nix_closure,
         nix_root=str(spec.nix_root),
         vsock_cid=guest_cid(spec.name) if choice.hypervisor in AF_VSOCK_BACKENDS else GUEST_CID,
         delivery={key: str(path) for key, path in (("config", spec.config),

@@ -58,6 +58,10 @@ MISTAKES = [
     ('name = "a"\nservices = 3\n', "services", "must be table of tables"),
     ('name = "a"\n[services]\nweb = "python3 -m http.server"\n', "services.web",
      "must be a table"),
+    ('name = "a"\nsource = "nix"\nflake = ".#x"\nstore = "share"\n[services.gc]\n'
+     'command = "nix-collect-garbage -d"\n', "services.gc.command",
+     "runs `nix-collect-garbage` in a guest that shares the host's Nix store"),
+    ('name = "a"\nsource = "nix"\n', "flake", 'is required with source = "nix"'),
 ]
 
 

@@ -86,7 +86,7 @@ def plan_for(spec: Spec, accel: str | None, with_services: bool = True,
              hypervisor: Hypervisor | None = None) -> tuple[Plan, Artifacts]:
     artifacts = build_artifacts(spec)
     plan = make_plan(spec, host_facts(spec, accel, hypervisor), artifacts.kernel,
-                     with_services, hypervisor, artifacts.nix_outputs)
+                     with_services, hypervisor, artifacts.nix_outputs, artifacts.nix_closure)
     return plan, artifacts
 
 

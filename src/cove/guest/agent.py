@@ -44,6 +44,7 @@ else:  # inside the guest: plain modules next to this script
 CONFIG = os.environ.get("COVE_AGENT_CONFIG", "/cove/config.json")
 CONSOLE = "/dev/ttyS0"
 SECRETS = "/run/secrets"
+NIX_DB_DUMP = "/cove/nix-db"
 LISTEN_POLL = 1.0
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -291,6 +292,7 @@ class Agent:
 
     def start(self) -> None:
         self.own_secrets()
+        self.register_nix_closure()
         for service in self.services.values():
             service.start()
         if self.in_vm and self.config.get("console_shell", True):
@@ -307,6 +309,13 @@ class Agent:
             self.event({"kind": "closed", "port": port})
         self.listening = now
         self.reactor.later(LISTEN_POLL, self.watch_listening)
+
+    def register_nix_closure(self) -> None:
+        """A guest with Nix learns the paths it was given (cove's dump of their DB rows)."""
+        if os.path.exists(NIX_DB_DUMP) and os.path.exists("/usr/bin/nix-store"):
+            self.reactor.spawn(["/bin/sh", "-c", f"nix-store --load-db < {NIX_DB_DUMP}"],
+                               dict(BASE_ENV), lambda fd, data: say(data.decode().strip()),
+                               lambda code: self.event({"kind": "nix-db-loaded", "code": code}))
 
     def own_secrets(self) -> None:
         """Secrets belong to the user the services run as (init made them 0400 root)."""

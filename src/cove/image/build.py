@@ -23,6 +23,7 @@ class Artifacts:
     root: RootImage
     nix_outputs: tuple[str, ...] = ()  # source = "nix": what the flake built
     nix_store_image: Path | None = None  # store = "image": its closure as erofs
+    nix_closure: tuple[str, ...] = ()
 
 
 def default_cache() -> Cache:
@@ -43,7 +44,7 @@ def build_artifacts(spec: Spec, cache: Cache | None = None) -> Artifacts:
         return Artifacts(kernel, initramfs, root)
     built = nix_build(spec.flake, spec.directory, spec.nix_root)
     image = closure_image(built, cache) if spec.store is StoreMode.IMAGE else None
-    return Artifacts(kernel, initramfs, root, built.outputs, image)
+    return Artifacts(kernel, initramfs, root, built.outputs, image, built.closure)
 
 
 def build_root(spec: Spec, cache: Cache) -> RootImage:

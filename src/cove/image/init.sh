@@ -46,6 +46,11 @@ mount_all() {
             9p) mount -t 9p -o "trans=virtio,version=9p2000.L,$options" "$source" \
                     "/newroot$target" ;;
             disk) find_disk "$source"; mount -t "$options" "$disk" "/newroot$target" ;;
+            overlay) mkdir -p "/newroot$target.rw" &&
+                mount -t tmpfs -o mode=0755 store-rw "/newroot$target.rw" &&
+                mkdir -p "/newroot$target.rw/upper" "/newroot$target.rw/work" &&
+                mount -t overlay -o "lowerdir=/newroot$source,upperdir=/newroot$target.rw/upper,workdir=/newroot$target.rw/work" \
+                    store "/newroot$target" ;;
         esac || fail "cannot mount $kind $source at $target"
     done < /cove/mounts
 }

@@ -31,14 +31,16 @@ def artifacts_to_json(artifacts: Artifacts) -> dict[str, Any]:
             "root": str(artifacts.root.path), "root_size": artifacts.root.size,
             "packages": list(artifacts.root.packages),
             "nix_outputs": list(artifacts.nix_outputs),
-            "nix_store_image": str(artifacts.nix_store_image or "")}
+            "nix_store_image": str(artifacts.nix_store_image or ""),
+            "nix_closure": list(artifacts.nix_closure)}
 
 
 def artifacts_from_json(data: dict[str, Any]) -> Artifacts:
     return Artifacts(load_artifact(Path(data["kernel"])), Path(data["initramfs"]),
                      RootImage(Path(data["root"]), tuple(data["packages"]), data["root_size"]),
                      tuple(data.get("nix_outputs", ())),
-                     Path(data["nix_store_image"]) if data.get("nix_store_image") else None)
+                     Path(data["nix_store_image"]) if data.get("nix_store_image") else None,
+                     tuple(data.get("nix_closure", ())))
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,13 @@ def read_tree(root: Path, prefix: str) -> dict[str, bytes]:
 
 
 def delivered_files(plan: Plan) -> dict[str, bytes]:
-    """The config and secrets directories, as they are now, for the per-boot archive."""
+    """The config and secrets directories, as they are now, for the per-boot archive; and a
+    Nix guest's closure registration (loaded at boot when the guest has Nix)."""
     files: dict[str, bytes] = {}
+    if plan.nix_closure:
+        from cove.image.sources.nix import dump_db
+
+        files["nix-db"] = dump_db(Path(plan.nix_root), plan.nix_closure)
     for key in ("config", "secrets"):
         source = plan.delivery.get(key)
         if source:

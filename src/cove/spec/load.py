@@ -131,6 +131,7 @@ def check_cross_field(values: dict[str, Any], checker: Checker) -> None:
                             f"ports[{seen[key]}]", "each host port can be forwarded once")
         seen[key] = index
     check_mounts(values, checker)
+    check_store_guards(values, checker)
     if values.get("source") == "nix" and not values.get("flake"):
         checker.problem("flake", 'is required with source = "nix"',
                         'name the flake output to boot, e.g. flake = ".#hello"')
@@ -138,6 +139,26 @@ def check_cross_field(values: dict[str, Any], checker: Checker) -> None:
     if kernel.get("modules") and not kernel.get("path"):
         checker.problem("kernel.modules", "only makes sense with kernel.path",
                         "set kernel.path to your own kernel, or remove kernel.modules")
+
+
+STORE_WRITERS = ("nix-collect-garbage", "nix-store --gc", "nix store gc", "--optimise",
+                 "nix store optimise", "auto-optimise-store")
+
+
+def check_store_guards(values: dict[str, Any], checker: Checker) -> None:
+    """A guest that sees the host's store must not collect or optimise it: that is how a
+    guest once deleted paths the host still used. (The share is read-only as well.)"""
+    if values.get("source") != "nix" or values.get("store") != "share":
+        return
+    for name, service in (values.get("services") or {}).items():
+        for key in ("command", "pre_start"):
+            text = service.get(key) or ""
+            found = next((w for w in STORE_WRITERS if w in text), None)
+            if found:
+                checker.problem(f"services.{name}.{key}", f"runs `{found}` in a guest that "
+                                "shares the host's Nix store", "garbage collection or "
+                                "optimisation there would delete or rewrite paths the host "
+                                'still uses; use store = "image", or run it on the host')
 
 
 def check_mounts(values: dict[str, Any], checker: Checker) -> None:

@@ -84,6 +84,12 @@ def closure_image(build: NixBuild, cache: Cache) -> Path:
     return cache.get_or_build("nix-store", key, make) / "store.erofs"
 
 
+def dump_db(root: Path, paths: tuple[str, ...]) -> bytes:
+    """The store database rows of exactly these paths, for a guest's own Nix to load."""
+    argv = ["nix-store", *store_args(root)[:2], "--dump-db", *paths]
+    return subprocess.run(argv, capture_output=True, check=True).stdout
+
+
 def gc_root_dir(root: Path) -> Path:
     return root / "nix" / "var" / "nix" / "gcroots" / "cove"
 
