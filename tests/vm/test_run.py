@@ -143,3 +143,34 @@ def test_own_kernel_boots(cove_home: Path, tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == next((cached / "lib" / "modules").iterdir()).name
+
+
+def test_gc_keeps_what_a_running_vm_boots_from(cove_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"  # its own cache: gc must not touch the session's
+    env = {**os.environ, "COVE_HOME": str(home)}
+    spec = idle_spec(tmp_path, "gcvictim")
+    process = subprocess.Popen(cove_argv("run", str(spec)), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "is up" in line:
+            break
+    stale = home / "cache" / "root" / "0123456789abcdef0000"
+    stale.mkdir(parents=True)
+    (stale / "root.erofs").write_bytes(b"x" * 4096)
+    try:
+        dry = subprocess.run(cove_argv("gc"), env=env, capture_output=True, text=True,
+                             check=True)
+        assert str(stale) in dry.stdout and stale.exists()  # a dry run removes nothing
+        subprocess.run(cove_argv("gc", "--apply"), env=env, capture_output=True, check=True)
+        assert not stale.exists()
+        kept = {p.parent.name for p in (home / "cache").glob("*/*")}
+        assert {"kernel", "initramfs", "root"} <= kept
+        roots = list((home / "cache" / "root").glob("*/root.erofs"))
+        assert len(roots) == 1  # the running VM's root image stays
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert process.returncode == 0
+    subprocess.run(cove_argv("gc", "--apply"), env=env, capture_output=True, check=True)
+    assert not list((home / "cache" / "root").glob("*/root.erofs"))  # unused once it stopped

@@ -295,6 +295,22 @@ def events(follow: bool, count: int, vm: str | None) -> None:
 
 
 @cli.command()
+@click.option("--apply", "apply_it", is_flag=True, help="Remove them (default: only list).")
+def gc(apply_it: bool) -> None:
+    """Remove cached artifacts no declared or running VM uses; a dry run unless --apply."""
+    from cove.home import cove_home
+    from cove.image.gc import collect
+
+    unused = collect(cove_home(), apply_it)
+    verb = "removed" if apply_it else "unused"
+    for entry in unused:
+        click.echo(f"{verb}  {entry.size / 2**20:8.1f} MiB  {entry.path}")
+    total = sum(e.size for e in unused) / 2**20
+    click.echo(f"{len(unused)} entries, {total:.1f} MiB" +
+               ("" if apply_it or not unused else "; --apply removes them"))
+
+
+@cli.command()
 def doctor() -> None:
     """Check this host: KVM or TCG and why, QEMU, virtiofsd and the other tools, and that no
     VM could write a host store. Exit 1 if something required is missing."""

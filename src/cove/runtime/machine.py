@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from typing import Any
 
 from cove.errors import CoveError, die
 from cove.image.build import Artifacts
+from cove.image.gc import BOOT_RECORD
 from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.image.sources.nix import add_gc_roots, remove_gc_roots
 from cove.plan import Plan
@@ -26,6 +28,7 @@ from cove.runtime.agent_client import AgentClient, AgentError, Frame
 from cove.runtime.forward import Forwards
 from cove.runtime.network import attach, detach
 from cove.runtime.process import Adopted, VmProcess
+from cove.runtime.state import artifacts_to_json
 from cove.runtime.storage import delivered_files, prepare_drives, start_virtiofsd
 from cove.runtime.vmdir import VmDir
 from cove.spec.model import Port, Proto
@@ -160,6 +163,7 @@ class Machine:
                 start_new_session=True,  # Ctrl-C reaches cove, which shuts down gracefully
                 preexec_fn=die_with_parent if self.bound_to_owner else None)
         self.dir.pidfile.write_text(f"{self.process.pid}\n")
+        (self.dir.run / BOOT_RECORD).write_text(json.dumps(artifacts_to_json(self.artifacts)))
         await self.launcher.after_spawn()
         self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame)
         await self._await_agent(self.agent)
