@@ -145,3 +145,11 @@ def test_cli_schema_is_json() -> None:
     result = subprocess.run([sys.executable, "-m", "cove.cli.main", "schema"],
                             capture_output=True, text=True, check=True)
     assert json.loads(result.stdout)["required"] == ["name"]
+
+
+def test_a_flake_flag_is_a_whole_spec(tmp_path: Path) -> None:
+    from cove.spec.model import Source, StoreMode
+
+    spec = load_spec(tmp_path, {"flake": ".#Web-App", "source": "nix"})
+    assert (spec.name, spec.source, spec.flake, spec.store) == (
+        "web-app", Source.NIX, ".#Web-App", StoreMode.IMAGE)

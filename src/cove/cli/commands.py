@@ -59,8 +59,8 @@ def host_facts(spec: Spec, accel: str | None, hypervisor: Hypervisor | None = No
     return HostFacts(decision, host_tsc_khz(), installed_hypervisors(), cove_home())
 
 
-def build_command(spec_path: Path, as_json: bool) -> None:
-    spec = load_spec(spec_path)
+def build_command(spec_path: Path, as_json: bool, flake: str | None = None) -> None:
+    spec = load_spec(spec_path, {"flake": flake, "source": "nix"} if flake else None)
     started = time.monotonic()
     artifacts = build_artifacts(spec)
     elapsed = time.monotonic() - started
@@ -70,6 +70,7 @@ def build_command(spec_path: Path, as_json: bool) -> None:
         "initramfs": str(artifacts.initramfs),
         "root": {"path": str(artifacts.root.path), "size": artifacts.root.size,
                  "packages": len(artifacts.root.packages)},
+        "nix_outputs": list(artifacts.nix_outputs),
         "seconds": round(elapsed, 3),
     }
     if as_json:
@@ -79,6 +80,9 @@ def build_command(spec_path: Path, as_json: bool) -> None:
     click.echo(f"initramfs  {artifacts.initramfs}")
     click.echo(f"root       {artifacts.root.path}  ({artifacts.root.size / 2**20:.1f} MiB, "
                f"{len(artifacts.root.packages)} packages)")
+    for output in artifacts.nix_outputs:
+        click.echo(f"nix        {output}" + (f"  (closure image {artifacts.nix_store_image})"
+                                             if artifacts.nix_store_image else ""))
     click.echo(f"built in {elapsed:.2f} s")
 
 

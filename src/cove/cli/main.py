@@ -101,12 +101,14 @@ def schema() -> None:
 
 @cli.command()
 @SPEC_ARG
+@click.option("--flake", default=None, metavar="REF#ATTR",
+              help='Build this flake output (source = "nix"); no cove.toml needed.')
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
-def build(spec: Path, as_json: bool) -> None:
+def build(spec: Path, flake: str | None, as_json: bool) -> None:
     """Build (or reuse) the kernel, initramfs and root image of a spec."""
     from cove.cli.commands import build_command
 
-    build_command(spec, as_json)
+    build_command(spec, as_json, flake)
 
 
 @cli.command()

@@ -103,12 +103,24 @@ def mark_command_line(problem: Problem, from_file: dict[str, Any],
     return Problem(f"{problem.where} (from the command line)", problem.message, problem.hint)
 
 
+def flake_name(flake: str) -> str:
+    """A VM name from a flake attribute: '.#hello' -> 'hello'."""
+    attr = flake.partition("#")[2].rsplit(".", 1)[-1] or "default"
+    return re.sub(r"[^a-z0-9_.-]", "-", attr.lower())[:63].strip("-._") or "nix"
+
+
 def load_spec(target: str | Path, extra: dict[str, Any] | None = None) -> Spec:
     """Load and check a spec; `extra` holds command line additions (absolute paths), checked
     by the same rules as the file."""
-    path = resolve_spec_path(target)
-    from_file = read_toml(path)
-    raw = merge_command_line(from_file, extra or {})
+    extra = extra or {}
+    if extra.get("flake") and not (Path(target) / SPEC_FILENAME).exists() \
+            and not Path(target).is_file():
+        path = Path(target).resolve() / SPEC_FILENAME  # no file: the flag is the spec
+        from_file = {"name": flake_name(str(extra["flake"])), "source": "nix"}
+    else:
+        path = resolve_spec_path(target)
+        from_file = read_toml(path)
+    raw = merge_command_line(from_file, extra)
     checker = Checker(path.parent.resolve())
     values = checker.table(raw, TOP_SETTINGS, "")
     check_cross_field(values, checker)
