@@ -1,6 +1,6 @@
 """The guest agent: PID 1 after /init, supervises services and serves the host.
 
-Runs as `python3 -S -B -c "import agent; agent.main()"` in the guest (see init.sh).
+Runs as `python3 -S -B -c "from cove.guest import agent; agent.main()"` (see init.sh).
 Standard library only, and as few
 imports as possible: under TCG every import costs tens of milliseconds.
 """
@@ -12,34 +12,18 @@ import os
 import sys
 import time
 
+from cove.guest import proto
+from cove.guest.lean import deque, signal
+from cove.guest.link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
+from cove.guest.listening import read_listening
+from cove.guest.reactor import Child, Reactor
+from cove.guest.services import Service
+from cove.guest.tunnel import Tunnel
+from cove.guest.users import lookup_user
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-if __package__:
-    from cove.guest import proto
-    from cove.guest.lean import deque, signal
-    from cove.guest.link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
-    from cove.guest.listening import read_listening
-    from cove.guest.reactor import Child, Reactor
-    from cove.guest.services import Service
-    from cove.guest.tunnel import Tunnel
-    from cove.guest.users import lookup_user
-else:  # inside the guest: plain modules next to this script
-    import proto  # type: ignore[import-not-found,no-redef]
-    from lean import deque, signal  # type: ignore[import-not-found,no-redef]
-    from link import (  # type: ignore[import-not-found,no-redef]
-        HostLink,
-        SocketLink,
-        find_port,
-        unix_listener,
-        vsock_listener,
-    )
-    from listening import read_listening  # type: ignore[import-not-found,no-redef]
-    from reactor import Child, Reactor  # type: ignore[import-not-found,no-redef]
-    from services import Service  # type: ignore[import-not-found,no-redef]
-    from tunnel import Tunnel  # type: ignore[import-not-found,no-redef]
-    from users import lookup_user  # type: ignore[import-not-found,no-redef]
 
 CONFIG = os.environ.get("COVE_AGENT_CONFIG", "/cove/config.json")
 CONSOLE = "/dev/ttyS0"

@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-if __package__:
-    from cove.guest.lean import signal
-else:
-    from lean import signal  # type: ignore[import-not-found,no-redef]
+from cove.guest.lean import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

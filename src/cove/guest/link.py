@@ -11,12 +11,8 @@ import os
 import select
 import time
 
-if __package__:
-    from cove.guest import proto
-    from cove.guest.lean import deque
-else:  # inside the guest the agent runs as a plain script next to proto.py
-    import proto  # type: ignore[import-not-found,no-redef]
-    from lean import deque  # type: ignore[import-not-found,no-redef]
+from cove.guest import proto
+from cove.guest.lean import deque
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

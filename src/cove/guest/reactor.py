@@ -10,10 +10,7 @@ import os
 import select
 import time
 
-if __package__:
-    from cove.guest.lean import heapq, signal
-else:
-    from lean import heapq, signal  # type: ignore[import-not-found,no-redef]
+from cove.guest.lean import heapq, signal
 
 READ = select.POLLIN | select.POLLPRI
 CLOSED = select.POLLHUP | select.POLLERR | select.POLLNVAL

@@ -5,14 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-if __package__:
-    from cove.guest.health import HealthCheck
-    from cove.guest.lean import signal
-    from cove.guest.users import lookup_user
-else:
-    from health import HealthCheck  # type: ignore[import-not-found,no-redef]
-    from lean import signal  # type: ignore[import-not-found,no-redef]
-    from users import lookup_user  # type: ignore[import-not-found,no-redef]
+from cove.guest.health import HealthCheck
+from cove.guest.lean import signal
+from cove.guest.users import lookup_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -108,5 +108,5 @@ fi
 
 # -c and an import (not a script path), so Python loads the agent's precompiled bytecode
 exec switch_root /newroot /usr/bin/python3 -S -B \
-    -c 'import sys; sys.path[0] = "/cove"; import agent; agent.main()'
+    -c 'import sys; sys.path[0] = "/cove"; from cove.guest import agent; agent.main()'
 

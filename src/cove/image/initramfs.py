@@ -27,11 +27,13 @@ from cove.proc import require_tool
 
 
 def agent_sources() -> dict[str, bytes]:
-    """Every module of cove.guest: the agent runs them as plain modules next to each other."""
+    """The cove.guest package (and cove's tiny __init__), as the guest imports them."""
     package = resources.files("cove.guest")
-    return {entry.name: entry.read_bytes() for entry in sorted(package.iterdir(),
-                                                                key=lambda e: e.name)
-            if entry.name.endswith(".py") and entry.name != "__init__.py"}
+    sources = {f"cove/guest/{entry.name}": entry.read_bytes()
+               for entry in sorted(package.iterdir(), key=lambda e: e.name)
+               if entry.name.endswith(".py")}
+    sources["cove/__init__.py"] = resources.files("cove").joinpath("__init__.py").read_bytes()
+    return sources
 
 
 def bytecode(name: str, source: bytes) -> tuple[str, bytes]:
@@ -43,8 +45,9 @@ def bytecode(name: str, source: bytes) -> tuple[str, bytes]:
     code = compile(source, f"/cove/{name}", "exec", dont_inherit=True)
     data = importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little")  # hash-based, unchecked
     data += importlib.util.source_hash(source) + marshal.dumps(code)
-    stem = name.removesuffix(".py")
-    return f"cove/__pycache__/{stem}.{sys.implementation.cache_tag}.pyc", data
+    folder, _, file = name.rpartition("/")
+    stem = file.removesuffix(".py")
+    return f"cove/{folder}/__pycache__/{stem}.{sys.implementation.cache_tag}.pyc", data
 
 
 def init_script() -> bytes:
@@ -100,7 +103,8 @@ def build_initramfs(kernel: KernelArtifact, modules: list[str], cache: Cache) ->
         with (out / "initramfs.cpio").open("wb") as handle:
             writer = CpioWriter(handle)
             for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "cove",
-                              "cove/__pycache__"):
+                              "cove/cove", "cove/cove/__pycache__", "cove/cove/guest",
+                              "cove/cove/guest/__pycache__"):
                 writer.directory(directory)
             writer.file("bin/busybox", busybox.read_bytes(), 0o755)
             writer.file("init", init_script(), 0o755)
