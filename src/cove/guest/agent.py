@@ -12,14 +12,14 @@ import os
 import sys
 import time
 
-from cove.guest import proto
-from cove.guest.lean import deque, signal
-from cove.guest.link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
-from cove.guest.listening import read_listening
-from cove.guest.reactor import Child, Reactor
-from cove.guest.services import Service
-from cove.guest.tunnel import Tunnel
-from cove.guest.users import lookup_user
+from . import proto
+from .lean import deque, signal
+from .link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
+from .listening import read_listening
+from .reactor import Child, Reactor
+from .services import Service
+from .tunnel import Tunnel
+from .users import lookup_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import time
 
-from cove.guest.lean import signal
+from .lean import signal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cove.guest.reactor import Child, Reactor, Timer
+    from .reactor import Child, Reactor, Timer
 
 OUTPUT_LIMIT = 4096
 FIRST_CHECK_AFTER = 0.5  # check soon after start, so `cove up` returns quickly

@@ -11,14 +11,14 @@ import os
 import select
 import time
 
-from cove.guest import proto
-from cove.guest.lean import deque
+from . import proto
+from .lean import deque
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cove.guest.reactor import Reactor
+    from .reactor import Reactor
 
 POLL_IN = select.POLLIN
 POLL_OUT = select.POLLOUT

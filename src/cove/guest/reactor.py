@@ -10,7 +10,7 @@ import os
 import select
 import time
 
-from cove.guest.lean import heapq, signal
+from .lean import heapq, signal
 
 READ = select.POLLIN | select.POLLPRI
 CLOSED = select.POLLHUP | select.POLLERR | select.POLLNVAL

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import time
 
-from cove.guest.health import HealthCheck
-from cove.guest.lean import signal
-from cove.guest.users import lookup_user
+from .health import HealthCheck
+from .lean import signal
+from .users import lookup_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cove.guest.reactor import Child, Reactor, Timer
+    from .reactor import Child, Reactor, Timer
 
     Emit = Callable[[dict[str, object]], None]
     Output = Callable[[str, int, bytes], None]

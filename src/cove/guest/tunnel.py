@@ -12,7 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cove.guest.reactor import Reactor
+    from .reactor import Reactor
 
 CHUNK = 65536
 
