@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,21 @@ class Forward:
         return {"port": str(self.port), "bind": self.port.bind, "host": self.port.host,
                 "guest": self.port.guest, "proto": self.port.proto.value, "via": self.via,
                 "auto": self.auto}
+
+
+def check_ports_free(ports: tuple[Port, ...]) -> None:
+    """Fail before boot, naming the port, rather than with QEMU's generic message."""
+    for port in ports:
+        kind = socket.SOCK_STREAM if port.proto is Proto.TCP else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((port.bind, port.host))
+            except OSError as error:
+                reason = "is already in use" if error.errno == errno.EADDRINUSE else \
+                    f"cannot be bound ({error.strerror})"
+                die(f"host port {port.bind}:{port.host}/{port.proto} {reason}",
+                    f"pick another host port, e.g. -p {port.host + 1}:{port.guest}")
 
 
 def key_of(port: Port) -> Key:
@@ -77,8 +94,6 @@ class Forwards:
         return forward
 
     async def _hostfwd(self, qemu: QemuLauncher, command: str, port: Port) -> None:
-        from cove.runtime.machine import check_ports_free
-
         if command.startswith("hostfwd_add"):
             check_ports_free((port,))
         answer = await qemu.hmp(command)

@@ -7,31 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cove.errors import CoveError, die
+from cove.errors import CoveError
 from cove.image.build import Artifacts
 from cove.image.gc import BOOT_RECORD
 from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.image.sources.nix import add_gc_roots, remove_gc_roots
 from cove.plan import Plan
 from cove.runtime.agent_client import AgentClient, AgentError, Frame
-from cove.runtime.forward import Forwards
+from cove.runtime.forward import Forwards, check_ports_free
 from cove.runtime.network import attach, detach
 from cove.runtime.process import Adopted, VmProcess
 from cove.runtime.state import artifacts_to_json
 from cove.runtime.storage import delivered_files, prepare_drives, start_virtiofsd
 from cove.runtime.vmdir import VmDir
-from cove.spec.model import Port, Proto
 from cove.vmm.launch import launcher_for
 from cove.vmm.layout import BootFiles
 
@@ -50,21 +47,6 @@ def tail(path: os.PathLike[str] | str, lines: int = 15) -> str:
             return "\n".join(handle.read().splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def check_ports_free(ports: tuple[Port, ...]) -> None:
-    """Fail before boot, naming the port, rather than with QEMU's generic message."""
-    for port in ports:
-        kind = socket.SOCK_STREAM if port.proto is Proto.TCP else socket.SOCK_DGRAM
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((port.bind, port.host))
-            except OSError as error:
-                reason = "is already in use" if error.errno == errno.EADDRINUSE else \
-                    f"cannot be bound ({error.strerror})"
-                die(f"host port {port.bind}:{port.host}/{port.proto} {reason}",
-                    f"pick another host port, e.g. -p {port.host + 1}:{port.guest}")
 
 
 def die_with_parent() -> None:
