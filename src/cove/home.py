@@ -1,9 +1,17 @@
-"""Where cove keeps its state: $COVE_HOME, else /var/lib/cove for root, else XDG state."""
+"""Where cove keeps its state: $COVE_HOME, else /var/lib/cove for root, else XDG state.
+
+The home is private: 0700, owned by the user running cove. A home that another user owns
+or can write is refused, since whoever controls it controls the VMs started from it.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from cove.errors import die
+from cove.fsutil import PRIVATE_UMASK
 
 
 def cove_home() -> Path:
@@ -14,3 +22,32 @@ def cove_home() -> Path:
         return Path("/var/lib/cove")
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "cove"
+
+
+def home_refusal(info: os.stat_result, uid: int) -> str | None:
+    """Why a home with this owner and mode is not safe to use, or None."""
+    if info.st_uid != uid:
+        return f"it belongs to uid {info.st_uid}, not to you (uid {uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"other users can write it (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
+
+
+def prepare_home(home: Path | None = None) -> Path:
+    """Create the home 0700 (or tighten one an older cove made readable); refuse an unsafe
+    one. Everything cove creates from here on is private (umask 077)."""
+    os.umask(PRIVATE_UMASK)
+    home = home or cove_home()
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = home.stat()
+    except OSError as error:
+        die(f"cannot use {home} as the cove home: {error.strerror}",
+            "set COVE_HOME to a directory of your own")
+    refusal = home_refusal(info, os.geteuid())
+    if refusal:
+        die(f"refusing the cove home {home}: {refusal}",
+            f"use a directory only you can write (chmod 700 {home}), or set COVE_HOME")
+    if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        home.chmod(stat.S_IMODE(info.st_mode) & ~0o066)  # readable state leaked secrets
+    return home

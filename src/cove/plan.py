@@ -8,7 +8,7 @@ Nothing here touches the host.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,9 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
+        """A saved plan; fields a newer cove added are ignored, missing ones raise."""
+        known = {f.name for f in fields(cls)}
+        data = {key: value for key, value in data.items() if key in known}
         return cls(**{
             **data,
             "accel": AccelDecision(**data["accel"]),

@@ -49,3 +49,23 @@ def run(argv: Sequence[str], *, cwd: Path | None = None, what: str = "",
         die(f"{what or argv[0]} failed (exit {result.returncode}): " + "\n  ".join(tail),
             f"the command was: {' '.join(argv)}")
     return result.stdout.decode(errors="replace")
+
+
+# The executables of the hypervisors cove starts: how a pid file's process is recognised.
+HYPERVISOR_BINARIES = frozenset({"qemu-system-x86_64", "firecracker", "cloud-hypervisor",
+                                 "crosvm", "lkvm"})
+
+
+def running_hypervisor(pidfile: Path, marker: Path) -> int | None:
+    """The pid in `pidfile` if that process is alive, is one of the hypervisors cove runs
+    (argv[0], or the script an interpreter runs), and was started for `marker`'s VM (its
+    run dir is in the command line). The checks guard against a recycled pid."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    names = {Path(arg.decode(errors="replace")).name for arg in argv[:2]}
+    if names & HYPERVISOR_BINARIES and any(str(marker).encode() in arg for arg in argv):
+        return pid
+    return None

@@ -64,7 +64,9 @@ def in_netns(ns: tuple[str, Path], *args: str, check: bool = True
 def test_vms_on_a_network_reach_each_other_by_name(netns: tuple[str, Path],
                                                    tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "db", DB)
+    assert ip_forward(netns) == "0"  # a new namespace does not route
     in_netns(netns, "network", "create", "lab", "--subnet", "10.77.0.0/24")
+    assert ip_forward(netns) == "1"
     in_netns(netns, "up", str(spec), "-d")
     in_netns(netns, "up", str(spec), "--name", "web", "-d")
     from cove.runtime.network import hosts_file
@@ -86,6 +88,13 @@ def test_vms_on_a_network_reach_each_other_by_name(netns: tuple[str, Path],
     links = subprocess.run(["ip", "netns", "exec", netns[0], "ip", "-o", "link"],
                            capture_output=True, text=True, check=True).stdout
     assert "cb-lab" not in links and " ct" not in links  # bridge and taps are gone
+    assert ip_forward(netns) == "0"  # the last network gone: the host routes as before
+
+
+def ip_forward(ns: tuple[str, Path]) -> str:
+    """ip_forward is per network namespace: this reads the test namespace's own."""
+    return subprocess.run(["ip", "netns", "exec", ns[0], "cat", "/proc/sys/net/ipv4/ip_forward"],
+                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_bad_network_requests(netns: tuple[str, Path], tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,18 @@ def overrides(ports: tuple[str, ...], env: tuple[str, ...], name: str | None,
                      secrets_dir)
 
 
+HOMELESS = frozenset({"schema"})  # commands that never touch the cove home
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cove")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Declarative microVMs: build a guest from cove.toml and run it."""
+    if ctx.invoked_subcommand not in HOMELESS:
+        from cove.home import prepare_home
+
+        prepare_home()
 
 
 @cli.command()
@@ -466,12 +475,34 @@ def volume_grow(name: str, size: str) -> None:
     click.echo(f"{name} is now {grow_volume(name, size)} MiB")
 
 
-@cli.command(hidden=True)
+@cli.command()
 def daemon() -> None:
-    """Run the cove daemon in the foreground (the CLI starts it on demand)."""
+    """Run the cove daemon in the foreground, for service managers (the CLI otherwise starts
+    it on demand)."""
     from cove.runtime.daemon import main as daemon_main
 
     daemon_main()
+
+
+def explain(error: BaseException) -> tuple[str, str | None]:
+    """One line (and a hint) for a failure that is not a CoveError: no traceback reaches a
+    user, whatever went wrong."""
+    if isinstance(error, PermissionError):
+        return (f"permission denied: {error.filename or error}",
+                "run cove as the user that owns that file, or check its mode")
+    if isinstance(error, FileNotFoundError):
+        return (f"no such file: {error.filename or error}", None)
+    if isinstance(error, TimeoutError):
+        return ("timed out waiting for the cove daemon or a VM",
+                "see `cove events` and coved.log in the cove home")
+    if isinstance(error, ConnectionError):
+        return (f"lost the connection to the cove daemon: {error}",
+                "it may have stopped; any cove command starts it again (see coved.log)")
+    if isinstance(error, OSError):
+        return (f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""),
+                None)
+    return (f"internal error: {type(error).__name__}: {error}",
+            "this is a cove bug; please report it with the command you ran")
 
 
 def main() -> None:
@@ -490,6 +521,15 @@ def main() -> None:
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        # `cove logs | head`: the reader left; exit quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
+    except Exception as error:
+        message, hint = explain(error)
+        click.echo(f"cove: error: {message}" + (f"\n  hint: {hint}" if hint else ""), err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

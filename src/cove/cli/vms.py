@@ -101,6 +101,7 @@ def up_command(spec_path: Path, detach: bool, flags: Overrides, accel: str | Non
                timeout: float, no_wait: bool) -> None:
     from cove.cli.commands import load_with, plan_for
     from cove.cli.output import progress
+    from cove.image.build import default_cache
     from cove.runtime.state import VmRecord
 
     spec = load_with(spec_path, flags)
@@ -109,6 +110,7 @@ def up_command(spec_path: Path, detach: bool, flags: Overrides, accel: str | Non
     client = Client()
     started = time.monotonic()
     client.create(record.to_json())
+    default_cache().let_go()  # the daemon's record protects the artifacts now
     if not no_wait:
         wait_healthy(client, spec.name, timeout)
     state = "started" if no_wait else "healthy"

@@ -55,13 +55,16 @@ def b64(data: bytes) -> str:
 def open_link(reactor: Reactor, config: dict[str, object],
               on_frame: Callable[[dict[str, object]], None],
               on_hello: Callable[[dict[str, object]], None]) -> HostLink:
-    """The host channel the hypervisor gives: a named virtio-serial port, or vsock."""
+    """The host channel the hypervisor gives: a named virtio-serial port, or vsock. Every
+    host must say this boot's token in its hello."""
+    token = str(config.get("token") or "")
     if config.get("transport") == "vsock":
         port = int(config.get("vsock_port", 1024))  # type: ignore[call-overload]
-        return SocketLink(reactor, vsock_listener(port), on_frame, on_hello)
+        return SocketLink(reactor, vsock_listener(port), on_frame, on_hello, token)
     if config.get("transport") == "unix":  # an agent outside a VM (tests, sandboxes)
-        return SocketLink(reactor, unix_listener(str(config["unix_path"])), on_frame, on_hello)
-    return HostLink(reactor, find_port(proto.PORT_NAME), on_frame, on_hello)
+        return SocketLink(reactor, unix_listener(str(config["unix_path"])), on_frame, on_hello,
+                          token)
+    return HostLink(reactor, find_port(proto.PORT_NAME), on_frame, on_hello, token)
 
 
 class Agent:

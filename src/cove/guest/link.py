@@ -10,6 +10,7 @@ import errno
 import os
 import select
 import time
+from _operator import _compare_digest  # hmac's constant-time compare, without hmac
 
 from . import proto
 from .lean import deque
@@ -25,6 +26,10 @@ POLL_OUT = select.POLLOUT
 RECHECK = 0.25  # how often to look for a host while none is connected
 PENDING_LIMIT = 4 * 1024 * 1024  # bytes of frames kept while no host listens
 OUT_LIMIT = 16 * 1024 * 1024
+
+
+def say_refused() -> None:
+    os.write(2, b"cove-agent: refused a host connection without this boot's token\n")
 
 
 def find_port(name: str, timeout: float = 10.0) -> str:
@@ -53,8 +58,9 @@ class HostLink:
 
     def __init__(self, reactor: Reactor, path: str,
                  on_frame: Callable[[dict[str, object]], None],
-                 on_hello: Callable[[dict[str, object]], None]) -> None:
+                 on_hello: Callable[[dict[str, object]], None], token: str = "") -> None:
         self.reactor = reactor
+        self.token = token
         self.fd = self.open(path)
         self.on_frame = on_frame
         self.on_hello = on_hello
@@ -96,9 +102,28 @@ class HostLink:
             return
         for frame in frames:
             if frame.get("t") == "hello":
+                if not self._token_ok(frame.get("token")):
+                    self._refuse()
+                    return
                 self._greeted(frame)
             elif self.connected:
                 self.on_frame(frame)
+
+    def _token_ok(self, offered: object) -> bool:
+        """The per-boot secret the host got with this boot's initrd: without it, nobody
+        (another local user on a vsock transport, say) gets a channel into the guest."""
+        if not self.token:
+            return True  # an agent run outside a VM by tests with no token configured
+        return isinstance(offered, str) and _compare_digest(offered.encode(), self.token.encode())
+
+    def _refuse(self) -> None:
+        say_refused()
+        data = proto.encode({"t": "refused", "error": "wrong or missing token"})
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            pass
+        self._hangup()
 
     def _greeted(self, frame: dict[str, object]) -> None:
         self.connected = True
@@ -179,9 +204,9 @@ class SocketLink(HostLink):
 
     def __init__(self, reactor: Reactor, listener: object,
                  on_frame: Callable[[dict[str, object]], None],
-                 on_hello: Callable[[dict[str, object]], None]) -> None:
+                 on_hello: Callable[[dict[str, object]], None], token: str = "") -> None:
         self.listener = listener
-        super().__init__(reactor, "", on_frame, on_hello)
+        super().__init__(reactor, "", on_frame, on_hello, token)
 
     def open(self, path: str) -> int:
         return -1

@@ -4,7 +4,8 @@ Shared by the host and the guest agent, so it imports only json. Binary payloads
 output, exec streams) travel base64-encoded in a "data" field.
 
 Frames (field "t"):
-  hello   both ways; the host sends first, the agent answers with its version and caps
+  hello   both ways; the host sends first, with this boot's token; the agent answers with
+          its version and caps, or with "refused" and a hang-up when the token is wrong
   req     host -> guest: {"id", "op", ...}; answered by "res" {"id", "ok", ...}
   log     guest -> host: service output {"svc", "fd", "ts", "data"}
   event   guest -> host: {"kind", "svc"?, ...} lifecycle of services

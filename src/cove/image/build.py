@@ -32,6 +32,7 @@ def default_cache() -> Cache:
 
 def build_artifacts(spec: Spec, cache: Cache | None = None) -> Artifacts:
     cache = cache or default_cache()
+    cache.hold()  # until the VM boots: no `gc --apply` in between
     kernel = get_kernel(spec.kernel, cache)
     # every module a plan may ask for that this kernel has: one initramfs serves all plans
     # of this kernel (a plan that needs a module the kernel lacks is refused by make_plan)

@@ -8,6 +8,7 @@ killed builds are swept by the next build.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
+LOCK_NAME = ".lock"  # shared by builds until their VM boots; exclusive for `gc --apply`
+_held: dict[Path, int] = {}
 
 
 def content_key(inputs: object) -> str:
@@ -36,6 +39,36 @@ class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    def hold(self) -> None:
+        """Keep `cove gc --apply` away from this process's artifacts until `let_go`: from
+        the build until the VM that uses them has booted (then its records protect them)."""
+        if self.root in _held:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        _held[self.root] = fd
+
+    def let_go(self) -> None:
+        fd = _held.pop(self.root, None)
+        if fd is not None:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[bool]:
+        """For gc: True while no build or boot holds the cache (then it cannot start one)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def entry(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
@@ -52,10 +85,16 @@ class Cache:
 
 @contextlib.contextmanager
 def building(final: Path) -> Iterator[Path]:
-    """Yield a temp dir; on success rename it to `final`, on any error remove it."""
+    """Yield a temp dir; on success rename it to `final`, on any error remove it.
+
+    Inside, files get ordinary modes (umask 022): they become the guest's files, where
+    /etc or /usr at 0700 would lock out its non-root users. The cache itself stays
+    private: it lives in the 0700 cove home.
+    """
     tmp = final.parent / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    private = os.umask(0o022)
     try:
         yield tmp
         try:
@@ -67,6 +106,8 @@ def building(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.umask(private)
 
 
 def sweep_dead_builds(directory: Path) -> None:

@@ -7,8 +7,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from cove.image.cache import TMP_PREFIX
-from cove.runtime.process import running_qemu
+from cove.errors import die
+from cove.image.cache import TMP_PREFIX, Cache
+from cove.proc import running_hypervisor
 
 BOOT_RECORD = "boot.json"  # in a VM's run dir: the artifacts this boot uses
 
@@ -44,7 +45,7 @@ def used_paths(home: Path) -> set[str]:
         if record.exists():
             used |= artifact_paths(json.loads(record.read_text()))
         boot = vm / "run" / BOOT_RECORD
-        if boot.exists() and running_qemu(vm / "run" / "qemu.pid", vm / "run"):
+        if boot.exists() and running_hypervisor(vm / "run" / "qemu.pid", vm / "run"):
             used |= artifact_paths(json.loads(boot.read_text()))
     return used
 
@@ -64,8 +65,17 @@ def unused_entries(home: Path) -> list[Entry]:
 def collect(home: Path, apply: bool) -> list[Entry]:
     unused = unused_entries(home)
     if apply:
+        with Cache(home / "cache").exclusive() as alone:
+            if not alone:
+                die("a build or a VM's boot is under way and may use these artifacts",
+                    "run `cove gc --apply` again when it is done")
+            remove_unused(home, unused)
+    return unused
+
+
+def remove_unused(home: Path, unused: list[Entry]) -> None:
+    if unused:
         used = used_paths(home)  # look again right before removing: a VM may have started
         for entry in unused:
             if not any(p.startswith(f"{entry.path}/") or p == str(entry.path) for p in used):
                 shutil.rmtree(entry.path, ignore_errors=True)
-    return unused

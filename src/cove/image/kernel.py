@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cove.errors import die
+from cove.fsutil import read_json_or, write_json
 from cove.image.cache import Cache, content_key, file_digest
 from cove.image.vmlinux import bzimage_version, extract_vmlinux, is_elf
 from cove.proc import run
@@ -31,7 +32,7 @@ class KernelArtifact:
 def parse_kconfig(text: str) -> dict[str, str]:
     config = {}
     for line in text.splitlines():
-        match = re.match(r"^(CONFIG_\w+)=(.*)$", line)
+        match = re.fullmatch(r"(CONFIG_\w+)=(.*)", line)
         if match:
             config[match[1]] = match[2].strip('"')
     return config
@@ -54,7 +55,9 @@ def resolve_package(package: str, cache: Cache) -> tuple[str, str]:
     """Metapackage -> (concrete linux-image package, version), remembered per apt lists state."""
     memo = cache.root / "kernel" / "resolved.json"
     stamp = str(APT_LISTS.stat().st_mtime_ns) if APT_LISTS.exists() else "none"
-    known = json.loads(memo.read_text()) if memo.exists() else {}
+    known = read_json_or(memo, {})  # a memo: a corrupt one is simply made again
+    if not isinstance(known, dict):
+        known = {}
     if known.get("stamp") == stamp and package in known.get("packages", {}):
         name, version = known["packages"][package]
         return str(name), str(version)
@@ -68,7 +71,7 @@ def resolve_package(package: str, cache: Cache) -> tuple[str, str]:
     packages = known.get("packages", {}) if known.get("stamp") == stamp else {}
     packages[package] = [name, version]
     memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(json.dumps({"stamp": stamp, "packages": packages}))
+    write_json(memo, {"stamp": stamp, "packages": packages})
     return name, version
 
 

@@ -27,8 +27,10 @@ class ExecStream:
 
 
 class AgentClient:
-    def __init__(self, connector: Connector, on_frame: Callable[[Frame], None]) -> None:
+    def __init__(self, connector: Connector, on_frame: Callable[[Frame], None],
+                 token: str = "") -> None:
         self.connector = connector
+        self.token = token
         self.on_frame = on_frame
         self.ids = itertools.count(1)
         self.pending: dict[int, asyncio.Future[Frame]] = {}
@@ -48,7 +50,7 @@ class AgentClient:
             except (FileNotFoundError, ConnectionError, OSError):
                 await asyncio.sleep(0.01)
         self.reader_task = asyncio.create_task(self._read(reader))
-        self.send({"t": "hello", "v": proto.VERSION})
+        self.send({"t": "hello", "v": proto.VERSION, "token": self.token})
 
     def send(self, frame: Frame) -> None:
         if self.writer is None or self.writer.is_closing():
@@ -71,6 +73,9 @@ class AgentClient:
         if kind == "hello":
             if not self.hello.done():
                 self.hello.set_result(frame)
+        elif kind == "refused":
+            self._fail(AgentError(f"the guest agent refused this connection: "
+                                  f"{frame.get('error')}"))
         elif kind == "res":
             if frame.get("id") in self.channel_requests and frame.get("ok"):
                 # register now: output may follow in the same read, before the caller runs

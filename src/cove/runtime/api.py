@@ -15,6 +15,8 @@ from cove.runtime.journal import Journal, last, read_entries
 from cove.runtime.machine import tail
 from cove.runtime.state import VmRecord
 from cove.runtime.vmdir import VmDir
+from cove.spec.model import Hypervisor
+from cove.spec.settings import valid_name
 
 if TYPE_CHECKING:
     from cove.runtime.daemon import Daemon
@@ -37,14 +39,51 @@ def running_vm(request: web.Request) -> VmSupervisor:
     return supervisor
 
 
+def check_query(request: web.Request, allowed: tuple[str, ...]) -> None:
+    """Unknown query parameters are refused, not ignored: a typo should not pass silently."""
+    for key in request.query:
+        if key not in allowed:
+            raise CoveError(f"unknown query parameter {key!r}",
+                            f"this route takes: {', '.join(allowed) or 'none'}")
+
+
 def query_int(request: web.Request, key: str, default: int | None) -> int | None:
     value = request.query.get(key)
     if value is None:
         return default
+    if not value.isascii() or not value.isdigit() or len(value) > 9:
+        raise CoveError(f"query parameter {key}={value!r} is not a count",
+                        f"give a whole number from 0, e.g. {key}=20")
+    return int(value)
+
+
+def query_follow(request: web.Request) -> bool:
+    value = request.query.get("follow", "0")
+    if value not in ("0", "1", "true", "false"):
+        raise CoveError(f"query parameter follow={value!r} is not 0 or 1")
+    return value in ("1", "true")
+
+
+async def json_body(request: web.Request, required: bool = False) -> dict[str, Any]:
+    """The request's JSON object; anything else is a 400 that says so."""
+    if not request.can_read_body:
+        if required:
+            raise CoveError("this request needs a JSON body")
+        return {}
     try:
-        return int(value)
-    except ValueError:
-        raise CoveError(f"query parameter {key}={value!r} is not a number") from None
+        body = await request.json()
+    except ValueError as error:
+        raise CoveError(f"the body is not JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise CoveError("the body must be a JSON object")
+    return body
+
+
+def body_timeout(body: dict[str, Any]) -> float:
+    value = body.get("timeout", 20.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise CoveError(f"timeout {value!r} is not a number of seconds from 0 to 3600")
+    return float(value)
 
 
 @routes.get("/v1/info")
@@ -56,17 +95,41 @@ async def info(request: web.Request) -> web.Response:
 
 @routes.get("/v1/vms")
 async def list_vms(request: web.Request) -> web.Response:
-    return web.json_response([s.status() for s in the_daemon(request).vms.values()])
+    daemon = the_daemon(request)
+    return web.json_response([s.status() for s in daemon.vms.values()]
+                             + daemon.broken_status())
 
 
 @routes.post("/v1/vms")
 async def create_vm(request: web.Request) -> web.Response:
+    body = await json_body(request, required=True)
     try:
-        record = VmRecord.from_json((await request.json())["record"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise CoveError(f"bad VM record: {error}") from None
+        record = VmRecord.from_json(body["record"])
+    except Exception as error:  # any malformed record: say what, never a 500
+        raise CoveError(f"bad VM record: {type(error).__name__}: {error}",
+                        "records are made by `cove up`; see docs/api.yaml") from None
+    check_record(record)
     supervisor = await the_daemon(request).create(record)
     return web.json_response(supervisor.status(), status=201)
+
+
+def check_record(record: VmRecord) -> None:
+    """What a record must hold before the daemon acts on it (the CLI makes good ones; this
+    keeps other callers' mistakes from turning into half-booted VMs)."""
+    plan = record.plan
+    if not valid_name(plan.name):
+        raise CoveError(f"bad VM record: {plan.name!r} is not a valid VM name")
+    numbers = (("vcpu", plan.vcpu, 1, 64), ("memory_mib", plan.memory_mib, 64, 1 << 20))
+    for key, value, low, high in numbers:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise CoveError(f"bad VM record: plan.{key} = {value!r} is not from {low} to {high}")
+    if plan.hypervisor not in {h.value for h in Hypervisor} - {"auto"}:
+        raise CoveError(f"bad VM record: unknown hypervisor {plan.hypervisor!r}")
+    artifacts = record.artifacts
+    for path in (artifacts.kernel.vmlinux, artifacts.initramfs, artifacts.root.path):
+        if not path.is_file():
+            raise CoveError(f"bad VM record: artifact {path} does not exist",
+                            "build it first (`cove build`)")
 
 
 @routes.get("/v1/vms/{name}")
@@ -78,30 +141,26 @@ async def show_vm(request: web.Request) -> web.Response:
 
 @routes.post("/v1/vms/{name}/down")
 async def down_vm(request: web.Request) -> web.Response:
-    body = await request.json() if request.can_read_body else {}
-    await the_daemon(request).remove(request.match_info["name"],
-                                     float(body.get("timeout", 20.0)))
+    timeout = body_timeout(await json_body(request))
+    await the_daemon(request).remove(request.match_info["name"], timeout)
     return web.json_response({"ok": True})
 
 
 @routes.post("/v1/vms/{name}/restart")
 async def restart_vm(request: web.Request) -> web.Response:
     supervisor = the_daemon(request).vm(request.match_info["name"])
-    body = await request.json() if request.can_read_body else {}
-    await supervisor.stop(float(body.get("timeout", 20.0)))
-    supervisor.stopping = False
-    supervisor.logs = Journal(supervisor.dir.logs / "services.log")
-    await supervisor.boot()
+    await supervisor.restart(body_timeout(await json_body(request)))
     return web.json_response(supervisor.status())
 
 
 async def stream_entries(request: web.Request, backlog: list[dict[str, Any]],
                          journal: Journal | None, match: dict[str, Any]) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    follow = query_follow(request)
     await response.prepare(request)
     for entry in backlog:
         await response.write((json.dumps(entry) + "\n").encode())
-    if journal is None or request.query.get("follow") not in ("1", "true"):
+    if journal is None or not follow:
         await response.write_eof()
         return response
     with journal.subscribe() as queue, contextlib.suppress(ConnectionError):
@@ -121,9 +180,13 @@ async def list_forwards(request: web.Request) -> web.Response:
 
 @routes.post("/v1/vms/{name}/forwards")
 async def add_forward(request: web.Request) -> web.Response:
-    body = await request.json()
+    body = await json_body(request, required=True)
+    port, tunnel = body.get("port"), body.get("tunnel", False)
+    if not isinstance(port, str) or not isinstance(tunnel, bool):
+        raise CoveError('the body needs "port" (a string like "9090:8080") and optionally '
+                        '"tunnel" (true or false)')
     supervisor = running_vm(request)
-    forward = await supervisor.add_forward(str(body.get("port")), bool(body.get("tunnel")))
+    forward = await supervisor.add_forward(port, tunnel)
     return web.json_response(forward, status=201)
 
 
@@ -131,7 +194,7 @@ async def add_forward(request: web.Request) -> web.Response:
 async def remove_forward(request: web.Request) -> web.Response:
     supervisor = running_vm(request)
     host = request.match_info["host"]
-    if not host.isdigit():
+    if not host.isascii() or not host.isdigit() or not 1 <= int(host[:6]) <= 65535:
         raise CoveError(f"{host!r} is not a port number")
     return web.json_response(await supervisor.remove_forward(int(host)))
 
@@ -139,7 +202,9 @@ async def remove_forward(request: web.Request) -> web.Response:
 @routes.get("/v1/vms/{name}/logs")
 async def vm_logs(request: web.Request) -> web.StreamResponse:
     daemon, name = the_daemon(request), request.match_info["name"]
+    check_query(request, ("n", "follow", "service"))
     count = query_int(request, "n", None)
+    query_follow(request)
     match = {"svc": request.query.get("service")}
     supervisor = daemon.vms.get(name)
     if supervisor is not None:
@@ -156,15 +221,19 @@ async def vm_logs(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/vms/{name}/console-log")
 async def console_log(request: web.Request) -> web.Response:
     daemon, name = the_daemon(request), request.match_info["name"]
+    check_query(request, ("n",))
+    count = query_int(request, "n", 100)
     path = VmDir.for_name(name, daemon.home).sockets.console_log
     if not path.exists():
         daemon.vm(name)
-    return web.Response(text=tail(path, query_int(request, "n", 100) or 100) + "\n")
+    return web.Response(text=tail(path, count or 100) + "\n")
 
 
 @routes.get("/v1/events")
 async def events(request: web.Request) -> web.StreamResponse:
     daemon = the_daemon(request)
+    check_query(request, ("n", "follow", "vm"))
+    query_follow(request)
     match = {"vm": request.query.get("vm")}
     backlog = daemon.events.tail(query_int(request, "n", 100), **match)
     return await stream_entries(request, backlog, daemon.events, match)
@@ -176,7 +245,14 @@ async def exec_ws(request: web.Request) -> web.WebSocketResponse:
     supervisor = running_vm(request)
     ws = web.WebSocketResponse()
     await ws.prepare(request)
-    args = await ws.receive_json()
+    try:
+        args = await ws.receive_json()
+        if not isinstance(args, dict):
+            raise ValueError("the first message must be a JSON object")
+    except (ValueError, TypeError) as error:
+        await ws.send_json({"t": "exit", "code": 127, "error": f"bad exec request: {error}"})
+        await ws.close()
+        return ws
     agent = supervisor.machine.agent  # type: ignore[union-attr]
     assert agent is not None
     try:
@@ -203,8 +279,11 @@ async def exec_ws(request: web.Request) -> web.WebSocketResponse:
 async def forward_input(ws: web.WebSocketResponse, send: Any, channel: int) -> None:
     async for message in ws:
         if message.type == WSMsgType.TEXT:
-            frame = json.loads(message.data)
-            if frame.get("t") in ("in", "resize"):
+            try:
+                frame = json.loads(message.data)
+            except ValueError:
+                continue  # not a frame: nothing to pass on
+            if isinstance(frame, dict) and frame.get("t") in ("in", "resize"):
                 send({**frame, "ch": channel})
 
 

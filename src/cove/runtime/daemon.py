@@ -7,6 +7,7 @@ Run by `cove daemon`, or started on demand by the CLI; docs/api.yaml documents t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import logging
 import os
@@ -22,15 +23,18 @@ from aiohttp import web
 
 from cove import __version__
 from cove.errors import CoveError
-from cove.home import cove_home
+from cove.home import prepare_home
 from cove.runtime.api import routes
 from cove.runtime.journal import Journal
+from cove.runtime.machine import BOOT_TIMEOUT
 from cove.runtime.state import VmRecord
 from cove.runtime.supervisor import VmSupervisor
+from cove.runtime.vmdir import VmDir
 from cove.tasks import background
 
 log = logging.getLogger("coved")
 SOCKET_NAME = "coved.sock"
+ADOPT_TIMEOUT = 5.0
 
 
 def peer_uid(request: web.Request) -> tuple[int, int] | None:
@@ -55,8 +59,24 @@ async def same_user_only(request: web.Request, handler: Any) -> web.StreamRespon
     try:
         response: web.StreamResponse = await handler(request)
     except CoveError as error:
-        return web.json_response({"error": error.message, "hint": error.hint}, status=400)
+        return web.json_response({"error": error.message, "hint": error.hint},
+                                 status=getattr(error, "status", 400))
+    except web.HTTPException as error:  # aiohttp's own 404/405/413...: JSON like the rest
+        if error.content_type == "application/json":
+            raise
+        return web.json_response({"error": error.reason}, status=error.status)
+    except (ConnectionError, asyncio.CancelledError):
+        raise  # the client went away
+    except Exception as error:  # a bug: say so in JSON, keep serving, keep the VMs
+        log.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": f"internal error: {type(error).__name__}: {error}",
+                                  "hint": "this is a cove bug; coved.log has the details"},
+                                 status=500)
     return response
+
+
+class NotFound(CoveError):
+    status = 404
 
 
 class Daemon:
@@ -64,56 +84,89 @@ class Daemon:
         self.home = home
         self.events = Journal(home / "events.jsonl")
         self.vms: dict[str, VmSupervisor] = {}
+        self.broken: dict[str, str] = {}  # VM records that cannot be read: name -> why
         self.started = time.time()
 
     def vm(self, name: str) -> VmSupervisor:
         if name not in self.vms:
-            raise web.HTTPNotFound(text=f'{{"error": "no VM named {name!r}"}}',
-                                   content_type="application/json")
+            if name in self.broken:
+                raise CoveError(f"{name}'s record is broken: {self.broken[name]}",
+                                f"`cove down {name}` forgets it (its volumes stay)")
+            raise NotFound(f"no VM named {name!r}", "see `cove ls`")
         return self.vms[name]
 
     async def create(self, record: VmRecord) -> VmSupervisor:
-        """Boot a new VM; a name is unique per home (checked before any await)."""
-        if record.name in self.vms:
+        """Boot a new VM; a name is unique per home (checked before any await). The record
+        is on disk before the hypervisor starts, so a daemon killed mid-boot leaves no
+        untracked VM: the next daemon adopts it or applies its restart policy."""
+        if record.name in self.vms or record.name in self.broken:
             raise CoveError(f"a VM named {record.name!r} already exists",
                             f"stop it with `cove down {record.name}`, or pass --name")
         supervisor = VmSupervisor(record, self.home, self.events)
         self.vms[record.name] = supervisor
         try:
+            await asyncio.to_thread(record.save, supervisor.dir.record)
             await supervisor.boot()
         except BaseException:
             del self.vms[record.name]
+            supervisor.dir.record.unlink(missing_ok=True)
             raise
-        record.save(supervisor.dir.record)
+        supervisor.record = dataclasses.replace(supervisor.record, phase="running")
+        await asyncio.to_thread(supervisor.record.save, supervisor.dir.record)
         return supervisor
 
     async def remove(self, name: str, timeout: float) -> None:
+        if name in self.broken and name not in self.vms:
+            VmDir.for_name(name, self.home).record.unlink(missing_ok=True)
+            del self.broken[name]
+            return
         supervisor = self.vm(name)
         await supervisor.stop(timeout)
         supervisor.dir.record.unlink(missing_ok=True)
         del self.vms[name]
 
-    async def adopt_all(self) -> None:
-        """Find the VMs of this home: adopt running ones, apply the policy to dead ones."""
+    def load_records(self) -> None:
+        """Every VM record of this home; one that cannot be read marks that VM broken and
+        the daemon starts anyway."""
         for path in sorted((self.home / "vms").glob("*/vm.json")):
+            name = path.parent.name
             try:
                 record = VmRecord.load(path)
-            except (OSError, ValueError, KeyError) as error:
+                if record.name != name:
+                    raise ValueError(f"it names VM {record.name!r}")
+            except Exception as error:
                 log.error("cannot read %s: %s", path, error)
+                self.broken[name] = f"cannot read {path}: {type(error).__name__}: {error}"
                 continue
             self.vms[record.name] = VmSupervisor(record, self.home, self.events)
+
+    async def adopt_all(self) -> None:
+        """Find the VMs of this home: adopt running ones, apply the policy to dead ones."""
+        await asyncio.to_thread(self.load_records)
         # adopt before serving, so the first `ls` after a daemon restart is complete
         await asyncio.gather(*(self.take_over(s) for s in self.vms.values()))
+
+    def broken_status(self) -> list[dict[str, object]]:
+        return [{"name": name, "state": "broken", "health": "-", "ports": [], "uptime": None,
+                 "cpu_percent": None, "rss_bytes": None, "restarts": 0, "services": {},
+                 "error": why, "pid": None, "spec": ""} for name, why in self.broken.items()]
 
     async def take_over(self, supervisor: VmSupervisor) -> None:
         if supervisor.dir.running_pid() is not None:
             try:
-                await supervisor.adopt()
+                # a VM the last daemon was still booting gets a boot's time to answer
+                await supervisor.adopt(BOOT_TIMEOUT if supervisor.record.phase == "booting"
+                                       else ADOPT_TIMEOUT)
                 await supervisor.refresh_services()
-                return
-            except CoveError as error:
+            except Exception as error:
                 log.error("%s: cannot adopt: %s", supervisor.name, error)
                 supervisor.error = str(error)
+                await supervisor.kill_unreachable()
+            else:
+                if supervisor.record.phase == "booting":
+                    supervisor.record = dataclasses.replace(supervisor.record, phase="running")
+                    await asyncio.to_thread(supervisor.record.save, supervisor.dir.record)
+                return
         supervisor.state = "exited"
         supervisor.emit("exited", code=None, clean=False, seen="while no daemon ran")
         background(supervisor.apply_policy(clean=False))
@@ -157,7 +210,10 @@ async def serve(home: Path) -> None:
 
 
 def main() -> None:
-    home = cove_home()
+    try:
+        home = prepare_home()
+    except CoveError as error:
+        sys.exit(f"coved: {error}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s coved[%(process)d] %(levelname)s %(message)s")
     if claim_home(home) is None:

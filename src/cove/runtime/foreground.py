@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cove.image.build import Artifacts
+from cove.image.build import Artifacts, default_cache
 from cove.plan import Plan
 from cove.runtime.agent_client import Frame
 from cove.runtime.machine import Machine
@@ -86,6 +86,7 @@ async def run_foreground(plan: Plan, artifacts: Artifacts, command: list[str] | 
 
 async def _started(machine: Machine) -> int:
     await machine.start()
+    default_cache().let_go()  # the running VM's boot record protects its artifacts now
     return 0
 
 

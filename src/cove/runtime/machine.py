@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from cove.errors import CoveError
+from cove.fsutil import write_atomic, write_json
 from cove.image.build import Artifacts
 from cove.image.gc import BOOT_RECORD
 from cove.image.initramfs import BootConfig, load_order, write_initrd
@@ -27,7 +29,12 @@ from cove.runtime.forward import Forwards, check_ports_free
 from cove.runtime.network import attach, detach
 from cove.runtime.process import Adopted, VmProcess
 from cove.runtime.state import artifacts_to_json
-from cove.runtime.storage import delivered_files, prepare_drives, start_virtiofsd
+from cove.runtime.storage import (
+    delivered_files,
+    lock_volumes,
+    prepare_drives,
+    start_virtiofsd,
+)
 from cove.runtime.vmdir import VmDir
 from cove.vmm.launch import launcher_for
 from cove.vmm.layout import BootFiles
@@ -111,12 +118,17 @@ class Machine:
             self.lock_fd = None
 
     async def adopt(self, timeout: float = 5.0) -> None:
-        """Take over a QEMU a previous daemon started: pidfd, then the agent channel."""
+        """Take over a hypervisor a previous daemon started: pidfd, then the agent."""
         pid = self.dir.running_pid()
         if pid is None:
-            raise BootError(f"{self.plan.name}: its QEMU is no longer running")
+            raise BootError(f"{self.plan.name}: its hypervisor is no longer running")
+        try:
+            token = self.dir.token.read_text().strip()
+        except OSError:
+            raise BootError(f"{self.plan.name}: its agent token is gone ({self.dir.token})",
+                            f"stop it with `cove down {self.plan.name}`") from None
         self.process = Adopted(pid)
-        self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame)
+        self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame, token)
         try:
             await asyncio.wait_for(self._connect_and_greet(self.agent), timeout)
         except TimeoutError:
@@ -126,31 +138,46 @@ class Machine:
         await self.forward_static_ports()
 
     async def start(self) -> None:
+        binary = self.launcher.require_binary()
         if self.plan.network == "user":
             check_ports_free(self.plan.ports)
-        network_env = self.join_network()
-        write_initrd(self.artifacts.initramfs,
-                     boot_config(self.plan, self.artifacts, network_env), self.dir.initrd)
+        token = secrets.token_hex(16)
+        # file work, mkfs and `ip` run in a thread: a daemon's event loop never blocks
+        await asyncio.to_thread(self._prepare_host, token)
         self.started_at = time.monotonic()
-        if self.plan.nix_outputs:
-            add_gc_roots(Path(self.plan.nix_root), self.plan.name, self.plan.nix_outputs)
-        prepare_drives(self.plan, self.dir.sockets)
-        self.dir.qemu_log.write_bytes(b"")
         self.helpers = await start_virtiofsd(self.plan, self.dir.sockets, self.dir.qemu_log)
-        self.launcher.prepare()
-        with self.dir.qemu_log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                *self.launcher.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                stderr=log,
-                start_new_session=True,  # Ctrl-C reaches cove, which shuts down gracefully
-                preexec_fn=die_with_parent if self.bound_to_owner else None)
-        self.dir.pidfile.write_text(f"{self.process.pid}\n")
-        (self.dir.run / BOOT_RECORD).write_text(json.dumps(artifacts_to_json(self.artifacts)))
+        locks = lock_volumes(self.plan)
+        try:
+            with self.dir.qemu_log.open("ab") as log:
+                self.process = await asyncio.create_subprocess_exec(
+                    binary, *self.launcher.argv()[1:], stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log, stderr=log, pass_fds=locks,
+                    start_new_session=True,  # Ctrl-C reaches cove, which stops it gracefully
+                    preexec_fn=die_with_parent if self.bound_to_owner else None)
+        finally:
+            for fd in locks:  # the hypervisor holds them now, for as long as it runs
+                os.close(fd)
+        write_atomic(self.dir.pidfile, f"{self.process.pid}\n")
+        write_json(self.dir.run / BOOT_RECORD, artifacts_to_json(self.artifacts))
         await self.launcher.after_spawn()
-        self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame)
+        self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame, token)
         await self._await_agent(self.agent)
         self.ready_at = time.monotonic()
         await self.forward_static_ports()
+
+    def _prepare_host(self, token: str) -> None:
+        """Everything on the host before the hypervisor starts (blocking; in a thread)."""
+        network_env = self.join_network()
+        write_atomic(self.dir.token, token)
+        config = boot_config(self.plan, self.artifacts, network_env)
+        boot = dataclasses.replace(config, agent={**config.agent, "token": token})
+        write_initrd(self.artifacts.initramfs, boot, self.dir.initrd)
+        if self.plan.nix_outputs:
+            add_gc_roots(Path(self.plan.nix_root), self.dir.root.parent.parent,
+                         self.plan.name, self.plan.nix_outputs)
+        prepare_drives(self.plan, self.dir.sockets)
+        self.dir.qemu_log.write_bytes(b"")
+        self.launcher.prepare()
 
     def join_network(self) -> dict[str, str]:
         """On a cove network: the VM's address, and its tap on the bridge."""
@@ -232,9 +259,13 @@ class Machine:
                 await helper.wait()
         self.helpers = []
         if not self.running:
-            self.leave_network()
-            if self.plan.nix_outputs:
-                remove_gc_roots(Path(self.plan.nix_root), self.plan.name)
+            await asyncio.to_thread(self._clean_host)
+
+    def _clean_host(self) -> None:
+        self.leave_network()
+        if self.plan.nix_outputs:
+            remove_gc_roots(Path(self.plan.nix_root), self.dir.root.parent.parent,
+                            self.plan.name)
 
     async def _stop_steps(self, timeout: float) -> None:
         if self.agent is not None and await self._try(self.agent.request("shutdown"), 2.0) \

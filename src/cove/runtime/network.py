@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import hashlib
 import ipaddress
-import json
 import os
 import re
 import signal
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cove.errors import die
+from cove.fsutil import read_json, write_atomic, write_json
 from cove.home import cove_home
 from cove.proc import require_tool, run
 from cove.spec.settings import NETWORK_PATTERN
@@ -66,20 +66,24 @@ def network_dir(name: str, home: Path | None = None) -> Path:
 
 
 def load_network(name: str, home: Path | None = None) -> Network:
+    if not re.fullmatch(NETWORK_PATTERN, name):
+        die(f"{name!r} is not a valid network name", "see `cove network ls`")
     path = network_dir(name, home) / "network.json"
     if not path.exists():
         die(f"no network named {name!r}",
             f"create it with: cove network create {name} --subnet 10.77.0.0/24")
-    return Network(**json.loads(path.read_text()))
+    return Network(**read_json(path, f"network {name}", f"remove {path.parent} and create "
+                                                         "the network again"))
 
 
 def list_networks(home: Path | None = None) -> list[Network]:
-    return [Network(**json.loads(p.read_text()))
+    return [Network(**read_json(p, f"network {p.parent.name}",
+                                f"remove {p.parent} and create the network again"))
             for p in sorted(((home or cove_home()) / "networks").glob("*/network.json"))]
 
 
 def parse_subnet(name: str, subnet: str) -> ipaddress.IPv4Network:
-    if not re.match(NETWORK_PATTERN, name) or name in RESERVED:
+    if not re.fullmatch(NETWORK_PATTERN, name) or name in RESERVED:
         die(f"{name!r} is not a valid network name",
             "use up to 11 lower-case letters, digits, '-' or '_' (not user or none)")
     try:
@@ -115,17 +119,16 @@ def create_network(name: str, subnet: str, home: Path | None = None) -> Network:
         run(["ip", "addr", "add", f"{network.gateway}/{parsed.prefixlen}", "dev",
              network.bridge], what="ip addr add")
         run(["ip", "link", "set", network.bridge, "up"], what="ip link set up")
-        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        enable_forwarding(home)
         run(["nft", "-f", "-"], stdin=nat_rules(network).encode(), what="nft")
         steps.append(["nft", "delete", "table", "ip", f"cove_{name.replace('-', '_')}"])
-        directory.mkdir(parents=True, mode=0o755)
+        directory.mkdir(parents=True, mode=0o700)
         hosts = hosts_file(directory)
         hosts.parent.mkdir(parents=True, exist_ok=True)
         for folder in (hosts.parent, hosts.parent.parent):
             folder.chmod(0o755)
-        hosts.write_text("")
-        hosts.chmod(0o644)
-        (directory / "network.json").write_text(json.dumps(asdict(network)))
+        write_atomic(hosts, "", mode=0o644)  # dnsmasq (as nobody) reads it
+        write_json(directory / "network.json", asdict(network))
         start_dns(network, directory)
     except BaseException:
         for undo in reversed(steps):  # nothing half-made stays behind
@@ -165,6 +168,36 @@ def remove_network(name: str, home: Path | None = None) -> None:
     for path in directory.iterdir():
         path.unlink()
     directory.rmdir()
+    if not list_networks(home):
+        restore_forwarding(home)
+
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def forwarding_memo(home: Path | None) -> Path:
+    return (home or cove_home()) / "networks" / "ip_forward.before"
+
+
+def enable_forwarding(home: Path | None) -> None:
+    """Networks need the host to route: remember what ip_forward was before the first
+    network, so removing the last one puts it back."""
+    memo = forwarding_memo(home)
+    if not memo.exists():
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(memo, IP_FORWARD.read_text())
+    IP_FORWARD.write_text("1\n")
+
+
+def restore_forwarding(home: Path | None) -> None:
+    memo = forwarding_memo(home)
+    try:
+        before = memo.read_text().strip()
+    except FileNotFoundError:
+        return
+    if before in ("0", "1"):
+        IP_FORWARD.write_text(f"{before}\n")
+    memo.unlink()
 
 
 def signal_dns(directory: Path, signum: int) -> None:
@@ -174,8 +207,13 @@ def signal_dns(directory: Path, signum: int) -> None:
 
 def read_leases(directory: Path) -> dict[str, str]:
     path = directory / "leases.json"
-    leases: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    return leases
+    if not path.exists():
+        return {}
+    leases = read_json(path, "the network's address leases",
+                       f"stop its VMs, then delete {path} (cove hands out addresses again)")
+    if not isinstance(leases, dict):
+        die(f"{path} is not a table of leases", f"delete {path}")
+    return {str(k): str(v) for k, v in leases.items()}
 
 
 @contextlib.contextmanager
@@ -185,9 +223,9 @@ def locked(directory: Path) -> Iterator[dict[str, str]]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         leases = read_leases(directory)
         yield leases
-        (directory / "leases.json").write_text(json.dumps(leases))
-        hosts_file(directory).write_text("".join(f"{ip}\t{vm}\n" for vm, ip in
-                                                 sorted(leases.items())))
+        write_json(directory / "leases.json", leases)
+        write_atomic(hosts_file(directory), "".join(f"{ip}\t{vm}\n" for vm, ip in
+                                                    sorted(leases.items())), mode=0o644)
         signal_dns(directory, signal.SIGHUP)  # dnsmasq rereads the hosts file
 
 

@@ -1,4 +1,4 @@
-"""QEMU processes a Machine owns: its own child, or one adopted after a daemon restart."""
+"""Hypervisor processes a Machine owns: its own child, or one adopted after a daemon restart."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-from pathlib import Path
 from typing import Protocol
 
 
@@ -52,18 +51,3 @@ class Adopted:
         if self._code is None:
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self.fd, signum)
-
-
-def running_qemu(pidfile: Path, marker: Path) -> int | None:
-    """The pid in `pidfile` if that process is alive and is QEMU started for `marker`'s VM.
-
-    Checking the command line guards against a recycled pid.
-    """
-    try:
-        pid = int(pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    if b"qemu-system" in cmdline and str(marker).encode() in cmdline:
-        return pid
-    return None

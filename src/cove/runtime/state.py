@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cove.fsutil import write_atomic
 from cove.image.build import Artifacts
 from cove.image.kernel import load_artifact
 from cove.image.rootfs import RootImage
 from cove.plan import Plan
 from cove.spec.model import Restart, VmRestart
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
 
 
 def artifacts_to_json(artifacts: Artifacts) -> dict[str, Any]:
@@ -51,6 +40,7 @@ class VmRecord:
     spec_file: str = ""
     created: float = 0.0
     forwards: tuple[tuple[str, bool], ...] = ()  # added at run time: ("[bind:]host:guest", tunnel)
+    phase: str = "booting"  # saved before the hypervisor starts; "running" once it answered
 
     @property
     def name(self) -> str:
@@ -60,14 +50,15 @@ class VmRecord:
         return {"plan": self.plan.to_json(), "artifacts": artifacts_to_json(self.artifacts),
                 "restart": {"policy": self.restart.policy.value, "max": self.restart.max},
                 "spec_file": self.spec_file, "created": self.created,
-                "forwards": [list(f) for f in self.forwards]}
+                "forwards": [list(f) for f in self.forwards], "phase": self.phase}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VmRecord:
         return cls(Plan.from_json(data["plan"]), artifacts_from_json(data["artifacts"]),
                    VmRestart(Restart(data["restart"]["policy"]), data["restart"]["max"]),
                    data.get("spec_file", ""), data.get("created", 0.0),
-                   tuple((str(p), bool(t)) for p, t in data.get("forwards", [])))
+                   tuple((str(p), bool(t)) for p, t in data.get("forwards", [])),
+                   str(data.get("phase", "running")))
 
     def save(self, path: Path) -> None:
         write_atomic(path, json.dumps(self.to_json(), indent=1))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import sys
 from pathlib import Path
@@ -55,13 +57,56 @@ def create_volume(drive: Drive) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("wb") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
             handle.truncate(drive.size_mib * 2**20)
         run(["mkfs.ext4", "-q", "-F", "-L", drive.id, "-E", "lazy_itable_init=0,"
              "lazy_journal_init=0", str(tmp)], what=f"mkfs.ext4 for {drive.path}")
-        tmp.rename(path)  # a half-made image never takes the volume's name
+        # link, not rename: when two VMs make one volume at once, the first image made
+        # keeps the name and the second is dropped (a rename would replace the image
+        # the first VM already writes)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def lock_volumes(plan: Plan) -> list[int]:
+    """cove's own lock on each volume image, on every hypervisor: exclusive for a VM that
+    writes it, shared for ephemeral VMs (they only read it under an overlay). The fds go to
+    the hypervisor process, so the lock lasts exactly as long as the VM, daemon or not."""
+    fds: list[int] = []
+    try:
+        for drive in plan.drives:
+            fd = os.open(drive.path, os.O_RDONLY | os.O_CLOEXEC)
+            fds.append(fd)
+            mode = fcntl.LOCK_SH if plan.ephemeral else fcntl.LOCK_EX
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                die(f"volume {drive.path} is in use by another VM",
+                    "give this VM its own volume, stop the other VM, or make both ephemeral "
+                    "to share it read-only")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def volume_in_use(path: Path) -> bool:
+    """Whether a VM holds the volume (see lock_volumes)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def create_overlay(drive: Drive, paths: RunPaths) -> None:

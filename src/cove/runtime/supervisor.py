@@ -7,6 +7,7 @@ import base64
 import contextlib
 import dataclasses
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -166,12 +167,12 @@ class VmSupervisor:
         await self.restore_forwards(machine, adopted=False)
         self.emit("started", pid=machine.process.pid if machine.process else None)
 
-    async def adopt(self) -> None:
+    async def adopt(self, timeout: float) -> None:
         machine = self.new_machine()
         machine.claim(adopt=True)
         self.machine = machine
         try:
-            await machine.adopt()
+            await machine.adopt(timeout)
         except BaseException:
             await machine.release()
             raise
@@ -180,6 +181,19 @@ class VmSupervisor:
         if machine.process is not None:
             self.since = process_start(machine.process.pid) or self.since
         self.emit("reattached")
+
+    async def kill_unreachable(self) -> None:
+        """A hypervisor whose agent cannot be reached is killed before the restart policy
+        boots the VM again: two instances must never write one volume."""
+        pid = self.dir.running_pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(50):
+            if self.dir.running_pid() is None:
+                return
+            await asyncio.sleep(0.1)
 
     async def auto_forward(self, kind: str, port: int) -> None:
         """auto_forward: a guest port that starts listening gets the same host port."""
@@ -255,14 +269,16 @@ class VmSupervisor:
             await asyncio.sleep(delay)
             try:
                 await self.boot()
-            except CoveError as error:
+            except Exception as error:  # any failure: try again later, never stay stuck
                 self.emit("restart-failed", error=str(error))
                 clean = False
                 continue
             self.emit("restarted", restarts=self.restarts)
             return
 
-    async def stop(self, timeout: float) -> None:
+    async def stop(self, timeout: float, final: bool = True) -> None:
+        """Stop the VM; `final` (down) also closes its log. A restart keeps the log open,
+        so `logs -f` followers go on seeing the next boot's output."""
         self.stopping = True
         if self.watcher is not None:
             self.watcher.cancel()
@@ -272,7 +288,13 @@ class VmSupervisor:
             await self.machine.release()
         self.state = "stopped"
         self.emit("stopped")
-        self.logs.close()
+        if final:
+            self.logs.close()
+
+    async def restart(self, timeout: float) -> None:
+        await self.stop(timeout, final=False)
+        self.stopping = False
+        await self.boot()
 
     def usage(self) -> tuple[float | None, int | None]:
         """(CPU percent over the last interval of >= 0.5 s, resident bytes) of QEMU."""

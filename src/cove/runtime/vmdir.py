@@ -10,7 +10,8 @@ from pathlib import Path
 
 from cove.errors import die
 from cove.home import cove_home
-from cove.runtime.process import running_qemu
+from cove.proc import running_hypervisor
+from cove.spec.settings import valid_name
 from cove.vmm.layout import RunPaths
 
 UNIX_PATH_MAX = 107
@@ -22,6 +23,10 @@ class VmDir:
 
     @classmethod
     def for_name(cls, name: str, home: Path | None = None) -> VmDir:
+        """A VM's directory; the name is checked, so it can never leave `vms/`."""
+        if not valid_name(name):
+            die(f"{name!r} is not a valid VM name",
+                "names are lower-case letters, digits, '.', '_' and '-' (at most 63)")
         return cls((home or cove_home()) / "vms" / name)
 
     @property
@@ -52,10 +57,15 @@ class VmDir:
 
     @property
     def pidfile(self) -> Path:
-        return self.run / "qemu.pid"
+        return self.run / "qemu.pid"  # the hypervisor's pid, whichever it is
+
+    @property
+    def token(self) -> Path:
+        """This boot's agent secret (the guest got it in its initrd): needed to adopt."""
+        return self.run / "agent.token"
 
     def running_pid(self) -> int | None:
-        return running_qemu(self.pidfile, self.run)
+        return running_hypervisor(self.pidfile, self.run)
 
     def claim(self, adopt: bool = False) -> int:
         """Take the VM's lock for this process's lifetime: one owner per name.

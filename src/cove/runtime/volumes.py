@@ -1,15 +1,16 @@
 """Named volumes in the cove home: list, remove, grow. A volume a VM has open is left alone:
-QEMU holds a lock on its image."""
+its hypervisor holds cove's lock on the image."""
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from cove.errors import die
 from cove.home import cove_home
-from cove.proc import require_tool, run
+from cove.proc import run
+from cove.runtime.storage import volume_in_use
+from cove.spec.settings import valid_name
 from cove.spec.values import parse_size_mib
 
 
@@ -27,6 +28,8 @@ def volumes_dir(home: Path | None = None) -> Path:
 
 
 def volume_path(name: str, home: Path | None = None) -> Path:
+    if not valid_name(name):  # never a path: `cove volume rm ../../x` stays in volumes/
+        die(f"{name!r} is not a volume name", "see `cove volume ls` for the names")
     path = volumes_dir(home) / f"{name}.ext4"
     if not path.exists():
         die(f"no volume named {name!r}", "see `cove volume ls`")
@@ -34,11 +37,8 @@ def volume_path(name: str, home: Path | None = None) -> Path:
 
 
 def in_use(path: Path) -> bool:
-    """Whether a QEMU has the image open for writing: opening it read-write (and writing
-    nothing) fails on QEMU's own image lock."""
-    result = subprocess.run([require_tool("qemu-io"), "-f", "raw", "-c", "quit", str(path)],
-                            capture_output=True, text=True, check=False)
-    return result.returncode != 0 and "lock" in result.stderr
+    """Whether a VM (of any hypervisor) holds cove's lock on the image."""
+    return volume_in_use(path)
 
 
 def list_volumes(home: Path | None = None) -> list[VolumeInfo]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from cove.spec.model import (
     VmRestart,
     Volume,
 )
-from cove.spec.settings import NAME_PATTERN, TOP_SETTINGS
+from cove.spec.settings import TOP_SETTINGS, valid_name
 from cove.spec.validate import Checker, Problem
 
 SPEC_FILENAME = "cove.toml"
@@ -68,15 +70,19 @@ def resolve_spec_path(target: str | Path) -> Path:
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(str(path), [Problem("", f"invalid TOML: {error}",
-                                            "see https://toml.io for the syntax")]) from None
+        text = path.read_bytes().decode()
     except UnicodeDecodeError:
         raise SpecError(str(path), [Problem("", "is not UTF-8 text")]) from None
     except OSError as error:
         die(f"{path}: cannot read: {error.strerror}")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        if "line" not in message:  # "(at end of document)": say which line that is
+            message = f"{message} (line {text.count(chr(10)) + 1}, the last)"
+        raise SpecError(str(path), [Problem("", f"invalid TOML: {message}",
+                                            "see https://toml.io for the syntax")]) from None
 
 
 def merge_command_line(raw: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -212,13 +218,48 @@ def check_volume(entry: dict[str, Any], where: str, checker: Checker) -> None:
     if not source:
         return
     if is_named_volume(source):
-        if not re.match(NAME_PATTERN, source):
+        if not valid_name(source):
             checker.problem(f"{where}.source", f'"{source}" is not a valid volume name',
                             "use lower-case letters, digits, '.', '_', '-', or a path "
                             "like ./data.ext4")
-    elif (checker.base_dir / source).is_dir():
-        checker.problem(f"{where}.source", f"{source} is a directory; a volume is an image file",
-                        f"name a file, e.g. {source.rstrip('/')}.ext4, or use [[shares]]")
+        return
+    try:
+        path = (checker.base_dir / source).resolve()
+        if path.is_dir():
+            checker.problem(f"{where}.source", f"{source} is a directory; a volume is an "
+                            "image file", f"name a file, e.g. {source.rstrip('/')}.ext4, or "
+                            "use [[shares]]")
+            return
+    except (OSError, RuntimeError) as error:
+        checker.problem(f"{where}.source", f"{source!r} cannot be looked at: {error}")
+        return
+    refusal = volume_path_refusal(path, bool(entry.get("allow_any_path")))
+    if refusal:
+        checker.problem(f"{where}.source", f"{source}: {refusal}",
+                        "a guest writes its volumes; name an image file of your own, or set "
+                        "`allow_any_path = true` on this volume if you really mean it")
+
+
+def volume_path_refusal(path: Path, allow_any: bool) -> str | None:
+    """Why a volume image path is refused, or None: a typo must not hand a host disk or
+    another user's file to a guest read-write."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            return f"its directory {path.parent} does not exist"
+        if not os.access(path.parent, os.W_OK):
+            return f"you cannot create files in {path.parent}"
+        return None
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    if stat.S_ISBLK(info.st_mode) or stat.S_ISCHR(info.st_mode):
+        return None if allow_any else f"{path} is a device"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file"
+    if info.st_uid != os.geteuid() and not allow_any:
+        return f"{path} belongs to uid {info.st_uid}, not to you"
+    return None
 
 
 def build_spec(path: Path, values: dict[str, Any]) -> Spec:

@@ -3,33 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from pathlib import Path
 
 from cove.errors import die
 from cove.spec.model import Port, Proto, Spec
-from cove.spec.settings import ENV_KEY_PATTERN, NAME_PATTERN
+from cove.spec.settings import ENV_KEY_PATTERN, valid_name
 
-_PORT = re.compile(r"^(?:(?P<bind>[0-9.]+):)?(?P<host>\d+):(?P<guest>\d+)(?:/(?P<proto>tcp|udp))?$")
+_PORT = re.compile(r"(?:(?P<bind>[0-9.]+):)?(?P<host>[0-9]+):(?P<guest>[0-9]+)"
+                   r"(?:/(?P<proto>tcp|udp))?")
 
 
 def parse_port(text: str) -> Port:
     """'8080:80', '127.0.0.1:5353:53/udp' -> Port."""
-    match = _PORT.match(text)
+    match = _PORT.fullmatch(text)
     if not match:
         die(f"-p {text}: not a port mapping",
             "write HOST:GUEST, BIND:HOST:GUEST, with /udp for UDP (e.g. -p 8080:80)")
+    bind = match["bind"] or "127.0.0.1"
+    try:
+        bind = str(ipaddress.IPv4Address(bind))
+    except ValueError:
+        die(f"-p {text}: {bind} is not an IPv4 address",
+            "write the address like 127.0.0.1 (loopback) or 0.0.0.0 (every address)")
     host, guest = int(match["host"]), int(match["guest"])
     for value in (host, guest):
         if not 1 <= value <= 65535:
             die(f"-p {text}: port {value} is outside 1-65535")
-    return Port(host=host, guest=guest, proto=Proto(match["proto"] or "tcp"),
-                bind=match["bind"] or "127.0.0.1")
+    return Port(host=host, guest=guest, proto=Proto(match["proto"] or "tcp"), bind=bind)
 
 
 def parse_env(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
-    if not sep or not re.match(ENV_KEY_PATTERN, key):
+    if not sep or not re.fullmatch(ENV_KEY_PATTERN, key):
         die(f"-e {text}: not an environment assignment", "write -e KEY=VALUE")
     return key, value
 
@@ -106,7 +113,7 @@ def apply_overrides(spec: Spec, ports: tuple[str, ...] = (), env: tuple[str, ...
     if env:
         changes["env"] = {**spec.env, **dict(parse_env(e) for e in env)}
     if name is not None:
-        if not re.match(NAME_PATTERN, name):
+        if not valid_name(name):
             die(f"--name {name}: not a valid name",
                 "use lower-case letters, digits, '.', '_' and '-' (at most 63)")
         changes["name"] = name

@@ -14,6 +14,9 @@ def setting_schema(setting: Setting) -> dict[str, Any]:
             schema["type"] = "string"
             if setting.pattern:
                 schema["pattern"] = setting.pattern
+        case Kind.ADDRESS:
+            schema["type"] = "string"
+            schema["format"] = "ipv4"
         case Kind.BOOL:
             schema["type"] = "boolean"
         case Kind.INT:

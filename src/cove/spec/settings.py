@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from cove.spec.model import (
@@ -16,6 +17,7 @@ from cove.spec.model import (
     StoreMode,
 )
 
+# Patterns are matched whole (re.fullmatch): a trailing newline never slips through `$`.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 GUEST_PATH_PATTERN = r"^/[^\s\0]*$"  # no spaces: /init reads its mount list with `read`
 NETWORK_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,10}$"  # becomes part of a bridge name (<= 15)
@@ -32,6 +34,7 @@ class Kind(enum.Enum):
     DURATION = "duration"  # "5s", "100ms", "2m", or a number of seconds
     ENUM = "enum"
     PATH = "path"  # relative to the spec file's directory; must exist
+    ADDRESS = "IPv4 address"
     STR_LIST = "list of strings"
     ENV = "table of environment variables"
     TABLE = "table"
@@ -105,6 +108,9 @@ VOLUME_SETTINGS = (
             maximum=16 * 1024 * 1024),
     Setting("fs", Kind.ENUM, "Filesystem made on first use.", default=Filesystem.EXT4.value,
             choices=choices(Filesystem)),
+    Setting("allow_any_path", Kind.BOOL, "Allow an image path cove refuses by default: a "
+            "block or character device, or a file another user owns (the guest writes it).",
+            default=False),
 )
 
 VM_RESTART_SETTINGS = (
@@ -119,8 +125,8 @@ PORT_SETTINGS = (
     Setting("guest", Kind.INT, "Port in the guest.", required=True, minimum=1, maximum=65535),
     Setting("proto", Kind.ENUM, "Transport protocol.", default=Proto.TCP.value,
             choices=choices(Proto)),
-    Setting("bind", Kind.STR, "Host address to listen on (loopback unless you choose otherwise).",
-            default="127.0.0.1"),
+    Setting("bind", Kind.ADDRESS, "Host IPv4 address to listen on (loopback unless you choose "
+            "otherwise).", default="127.0.0.1"),
 )
 
 KERNEL_SETTINGS = (
@@ -179,3 +185,8 @@ TOP_SETTINGS = (
     Setting("accel", Kind.ENUM, "CPU acceleration: auto decides by probing KVM.",
             default=Accel.AUTO.value, choices=choices(Accel)),
 )
+
+
+def valid_name(text: str) -> bool:
+    """A VM or volume name: also safe as one path component (no '/', not '.' or '..')."""
+    return re.fullmatch(NAME_PATTERN, text) is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,13 +78,34 @@ class Checker:
                          setting.help)
         return ok
 
+    def no_nul(self, raw: str, where: str) -> bool:
+        """No string of a spec may hold NUL: none can pass through argv, paths or /init."""
+        if "\0" in raw:
+            self.problem(where, "contains a NUL character", "remove the \\u0000")
+            return False
+        return True
+
     def check_str(self, raw: object, setting: Setting, where: str) -> str | None:
         if not self.expect(raw, (str,), setting, where):
             return None
         assert isinstance(raw, str)
-        if setting.pattern and not re.match(setting.pattern, raw):
+        if not self.no_nul(raw, where):
+            return None
+        if setting.pattern and not re.fullmatch(setting.pattern, raw):
             self.problem(where, f'"{raw}" is not a valid {setting.key}', setting.help)
         return raw
+
+    def check_address(self, raw: object, setting: Setting, where: str) -> str | None:
+        """An IPv4 address, written plainly: it becomes part of hypervisor option strings."""
+        if not self.expect(raw, (str,), setting, where):
+            return None
+        assert isinstance(raw, str)
+        try:
+            return str(ipaddress.IPv4Address(raw))
+        except ValueError:
+            self.problem(where, f'"{raw}" is not an IPv4 address',
+                         'write it like "127.0.0.1" (loopback) or "0.0.0.0" (every address)')
+            return None
 
     def check_bool(self, raw: object, setting: Setting, where: str) -> bool | None:
         if not self.expect(raw, (bool,), setting, where):
@@ -134,10 +157,16 @@ class Checker:
         return str(raw)
 
     def check_path(self, raw: object, setting: Setting, where: str) -> Path | None:
-        if not self.expect(raw, (str,), setting, where):
+        if not self.expect(raw, (str,), setting, where) or not self.no_nul(str(raw), where):
             return None
-        path = (self.base_dir / str(raw)).resolve()
-        if not path.exists():
+        try:
+            path = (self.base_dir / str(raw)).resolve()
+            exists = path.exists()
+        except (OSError, RuntimeError) as error:  # a name too long, a symlink loop
+            self.problem(where, f'"{raw}" cannot be looked at: {error}',
+                         "paths are relative to the directory of cove.toml")
+            return None
+        if not exists:
             self.problem(where, f'"{raw}" does not exist (looked at {path})',
                          "paths are relative to the directory of cove.toml")
             return None
@@ -158,7 +187,9 @@ class Checker:
         env: dict[str, str] = {}
         for key, value in raw.items():
             path = _join(where, key)
-            if not re.match(ENV_KEY_PATTERN, key):
+            if isinstance(value, str) and not self.no_nul(value, path):
+                continue
+            if not re.fullmatch(ENV_KEY_PATTERN, key):
                 self.problem(path, f'"{key}" is not a valid environment variable name',
                              "use letters, digits and '_', not starting with a digit")
             elif isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -181,7 +212,7 @@ class Checker:
         out: dict[str, Any] = {}
         for name, body in raw.items():
             path = _join(where, name)
-            if setting.pattern and not re.match(setting.pattern, name):
+            if setting.pattern and not re.fullmatch(setting.pattern, name):
                 self.problem(path, f'"{name}" is not a valid name',
                              "use lower-case letters, digits, '.', '_' and '-'")
             if not isinstance(body, dict):
@@ -214,6 +245,7 @@ _HANDLERS: dict[Kind, Any] = {
     Kind.DURATION: Checker.check_duration,
     Kind.ENUM: Checker.check_enum,
     Kind.PATH: Checker.check_path,
+    Kind.ADDRESS: Checker.check_address,
     Kind.STR_LIST: Checker.check_str_list,
     Kind.ENV: Checker.check_env,
     Kind.TABLE: Checker.check_table,
@@ -223,7 +255,10 @@ _HANDLERS: dict[Kind, Any] = {
 
 
 def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+    """A key path as TOML writes it: keys that are not bare words are quoted, so even an
+    empty or odd key is named in the problem."""
+    shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+    return f"{where}.{shown}" if where else shown
 
 
 def _example(setting: Setting) -> str:

@@ -14,7 +14,7 @@ def parse_size_mib(text: str | int) -> int:
     """'256M' -> 256, '1G' -> 1024, 512 -> 512 (a bare number is MiB)."""
     if isinstance(text, int):
         return text
-    match = _SIZE.match(text)
+    match = _SIZE.fullmatch(text)
     if not match:
         raise ValueError(f'"{text}" is not a size; write it like "256M" or "2G"')
     number, unit = match.groups()
@@ -25,7 +25,7 @@ def parse_duration(text: str | int | float) -> float:
     """'5s' -> 5.0, '100ms' -> 0.1, '2m' -> 120.0, 3 -> 3.0."""
     if isinstance(text, int | float):
         return float(text)
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise ValueError(f'"{text}" is not a duration; write it like "5s", "500ms" or "2m"')
     number, unit = match.groups()

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cove.fsutil import write_json
 from cove.spec.model import Accel
 
 PROBE_DEADLINE = 3.0  # seconds for the whole probe child
@@ -72,8 +73,7 @@ def cached_auto_decision(cache_dir: Path) -> AccelDecision:
         pass
     decision = kvm_verdict(gather_evidence())
     memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.write_text(json.dumps({"boot_id": boot_id, "accel": decision.accel,
-                                "reason": decision.reason}))
+    write_json(memo, {"boot_id": boot_id, "accel": decision.accel, "reason": decision.reason})
     return decision
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from cove.errors import die
 from cove.plan import NIX_SERIAL, ROOT_SERIAL, Plan
 from cove.vmm.layout import BootFiles, RunPaths
 
@@ -19,6 +20,17 @@ class Disk:
     serial: str
     readonly: bool
     format: str = "raw"
+
+
+def plain(value: str | object, separators: str, what: str) -> str:
+    """A value for an option string that has no escape for its separators (crosvm's and
+    kvmtool's key=value lists): refused with a clear error rather than spliced in."""
+    text = str(value)
+    bad = sorted({c for c in text if c in separators or c in '"\n\0'})
+    if bad:
+        die(f"{what} {text!r} holds {' '.join(repr(c) for c in bad)}, which this hypervisor's "
+            "options cannot carry", "rename or move it, or use hypervisor = \"qemu\"")
+    return text
 
 
 def tap_name(vm: str) -> str:

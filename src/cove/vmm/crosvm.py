@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cove.plan import Plan
-from cove.vmm.common import cmdline, disks, tap_name
+from cove.vmm.common import cmdline, disks, plain, tap_name
 from cove.vmm.layout import BootFiles, RunPaths
 
 BINARY = "crosvm"
@@ -17,17 +17,20 @@ def argv(plan: Plan, files: BootFiles, paths: RunPaths) -> list[str]:
         "--initrd", str(files.initrd),
         "--params", cmdline(plan),
         "--socket", str(paths.api),
-        "--serial", f"type=file,path={paths.console_log},num=1,console=true",
+        "--serial", f"type=file,path={plain(paths.console_log, ',=', 'console log')},num=1,"
+                    "console=true",
         "--rng",
         "--vsock", f"cid={plan.vsock_cid}",
     ]
     for disk in disks(plan, files, paths):
         # crosvm's block id is the serial the guest reads
-        args += ["--block", ",".join([f"path={disk.path}", f"id={disk.serial}",
+        args += ["--block", ",".join([f"path={plain(disk.path, ',=', 'disk image')}",
+                                      f"id={disk.serial}",
                                       *(["ro=true"] if disk.readonly else [])])]
     for share in plan.shares:
         kind = "fs" if share.proto == "virtiofs" else "p9"
-        args += ["--shared-dir", f"{share.source}:{share.tag}:type={kind}"]
+        source = plain(share.source, ":,=", "shared directory")
+        args += ["--shared-dir", f"{source}:{share.tag}:type={kind}"]
     if plan.network not in ("none", "user"):
         args += ["--net", f"tap-name={tap_name(plan.name)}"]
     return [*args, str(files.vmlinux)]

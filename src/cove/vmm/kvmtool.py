@@ -6,7 +6,7 @@ kvmtool has no graceful stop: cove asks the agent to power off, then `lkvm stop`
 from __future__ import annotations
 
 from cove.plan import Plan
-from cove.vmm.common import REBOOT_ARGS, cmdline, disks, tap_name
+from cove.vmm.common import REBOOT_ARGS, cmdline, disks, plain, tap_name
 from cove.vmm.layout import BootFiles, RunPaths
 
 BINARY = "lkvm"
@@ -35,9 +35,9 @@ def argv(plan: Plan, files: BootFiles, paths: RunPaths) -> list[str]:
         *network_args(plan),
     ]
     for disk in disks(plan, files, paths):
-        args += ["--disk", disk.path + (",ro" if disk.readonly else "")]
+        args += ["--disk", plain(disk.path, ",", "disk image") + (",ro" if disk.readonly else "")]
     for share in plan.shares:
-        args += ["--9p", f"{share.source},{share.tag}"]
+        args += ["--9p", f"{plain(share.source, ',', 'shared directory')},{share.tag}"]
     return args
 
 

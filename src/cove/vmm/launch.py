@@ -7,23 +7,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import shutil
 import subprocess
 
 from qemu.qmp import QMPClient
 
+from cove.errors import die
+from cove.fsutil import write_json
 from cove.plan import AGENT_VSOCK_PORT, Plan
 from cove.spec.model import Hypervisor
 from cove.vmm import cloud_hypervisor, crosvm, firecracker, kvmtool
 from cove.vmm.layout import BootFiles, RunPaths
-from cove.vmm.qemu import qemu_argv
+from cove.vmm.qemu import QEMU, qemu_argv
 from cove.vmm.rest import RestClient
 from cove.vmm.vsock import Connector, af_vsock_connector, hybrid_connector, unix_connector
 
 CONTROL_TIMEOUT = 3.0
 
 
+# How to get each hypervisor, for the error when its binary is missing.
+INSTALL_HINTS = {
+    "qemu-system-x86_64": "install it with: apt-get install qemu-system-x86",
+    "firecracker": "get a release from Firecracker's GitHub releases and put `firecracker` "
+                   "on PATH (it needs KVM)",
+    "cloud-hypervisor": "get a release from Cloud Hypervisor's GitHub releases and put "
+                        "`cloud-hypervisor` on PATH (it needs KVM)",
+    "crosvm": "build crosvm from source (cargo) and put `crosvm` on PATH (it needs KVM)",
+    "lkvm": "build kvmtool from source and put `lkvm` on PATH (it needs KVM)",
+}
+
+
 class Launcher:
+    binary = ""
+
     def __init__(self, plan: Plan, files: BootFiles, paths: RunPaths) -> None:
         self.plan = plan
         self.files = files
@@ -31,6 +47,15 @@ class Launcher:
 
     def argv(self) -> list[str]:
         raise NotImplementedError
+
+    def require_binary(self) -> str:
+        """The hypervisor's executable, or a clear error naming it and how to get it."""
+        path = shutil.which(self.binary)
+        if path is None:
+            die(f"{self.binary} is not installed (needed by hypervisor = "
+                f"\"{self.plan.hypervisor}\")",
+                INSTALL_HINTS.get(self.binary, f"put {self.binary} on PATH"))
+        return path
 
     def prepare(self) -> None:
         """Write what the hypervisor reads at start (config files)."""
@@ -59,6 +84,8 @@ class Launcher:
 
 
 class QemuLauncher(Launcher):
+    binary = QEMU
+
     def argv(self) -> list[str]:
         return qemu_argv(self.plan, self.files, self.paths)
 
@@ -97,6 +124,8 @@ class QemuLauncher(Launcher):
 
 
 class FirecrackerLauncher(Launcher):
+    binary = firecracker.BINARY
+
     def argv(self) -> list[str]:
         return firecracker.argv(self.plan, self.paths)
 
@@ -104,13 +133,15 @@ class FirecrackerLauncher(Launcher):
         for name in ("firecracker.log", "firecracker-metrics.json"):
             (self.paths.run / name).touch(mode=0o600)
         config = firecracker.config_file(self.plan, self.files, self.paths)
-        (self.paths.run / "firecracker.json").write_text(json.dumps(config, indent=1))
+        write_json(self.paths.run / "firecracker.json", config)
 
     async def power_button(self) -> bool:
         return await self.rest([firecracker.SHUTDOWN_CALL])
 
 
 class CloudHypervisorLauncher(Launcher):
+    binary = cloud_hypervisor.BINARY
+
     def argv(self) -> list[str]:
         return [cloud_hypervisor.BINARY, "--api-socket", f"path={self.paths.api}"]
 
@@ -138,6 +169,8 @@ async def run_quietly(argv: list[str]) -> bool:
 
 
 class CrosvmLauncher(Launcher):
+    binary = crosvm.BINARY
+
     def argv(self) -> list[str]:
         return crosvm.argv(self.plan, self.files, self.paths)
 
@@ -152,6 +185,8 @@ class CrosvmLauncher(Launcher):
 
 
 class KvmtoolLauncher(Launcher):
+    binary = kvmtool.BINARY
+
     def argv(self) -> list[str]:
         return kvmtool.argv(self.plan, self.files, self.paths)
 

@@ -4,6 +4,8 @@ that closure for `store = "image"` (for `store = "share"` the host store is shar
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -90,20 +92,24 @@ def dump_db(root: Path, paths: tuple[str, ...]) -> bytes:
     return subprocess.run(argv, capture_output=True, check=True).stdout
 
 
-def gc_root_dir(root: Path) -> Path:
-    return root / "nix" / "var" / "nix" / "gcroots" / "cove"
+def gc_root_dir(root: Path, home: Path, vm: str) -> Path:
+    """One directory per cove home and VM, so roots are found by exact names: stopping
+    `web` never touches `web-app`'s roots, nor another home's `web`."""
+    scope = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    return root / "nix" / "var" / "nix" / "gcroots" / "cove" / scope / vm
 
 
-def add_gc_roots(root: Path, vm: str, outputs: tuple[str, ...]) -> None:
+def add_gc_roots(root: Path, home: Path, vm: str, outputs: tuple[str, ...]) -> None:
     """While a VM uses them, a host `nix-collect-garbage` must not delete its paths."""
-    directory = gc_root_dir(root)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = gc_root_dir(root, home, vm)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
     for index, output in enumerate(outputs):
-        link = directory / f"{vm}-{index}"
-        link.unlink(missing_ok=True)
-        link.symlink_to(output)
+        (directory / str(index)).symlink_to(output)
 
 
-def remove_gc_roots(root: Path, vm: str) -> None:
-    for link in gc_root_dir(root).glob(f"{vm}-*"):
-        link.unlink(missing_ok=True)
+def remove_gc_roots(root: Path, home: Path, vm: str) -> None:
+    directory = gc_root_dir(root, home, vm)
+    shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        directory.parent.rmdir()  # the home's scope, once its last VM is gone

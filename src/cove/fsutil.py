@@ -1,0 +1,50 @@
+"""Files cove keeps: written atomically, private to their owner, read with clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cove.errors import die
+
+PRIVATE_UMASK = 0o077  # state is 0600 in 0700 directories
+
+
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+    """Readers see the old file or the new one, never half of one (even after a crash)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, mode)  # exactly this mode, whatever the umask
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: Any, mode: int = 0o600) -> None:
+    write_atomic(path, json.dumps(value, indent=1), mode)
+
+
+def read_json(path: Path, what: str, way_out: str) -> Any:
+    """A JSON state file; a corrupt one is a clear error that says how to get past it."""
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError:
+        die(f"{what} ({path}) is not text", way_out)
+    except ValueError as error:
+        die(f"{what} ({path}) is corrupt: {error}", way_out)
+
+
+def read_json_or(path: Path, default: Any) -> Any:
+    """A JSON memo that can always be made again: missing or corrupt means `default`."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
