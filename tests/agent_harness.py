@@ -18,16 +18,16 @@ from cove.vmm.vsock import unix_connector
 
 
 @asynccontextmanager
-async def running_agent(tmp: Path, services: dict[str, Any],
-                        frames: list[Frame]) -> AsyncIterator[tuple[AgentClient, Any]]:
+async def running_agent(tmp: Path, services: dict[str, Any], frames: list[Frame],
+                        token: str = "harness-token") -> AsyncIterator[tuple[AgentClient, Any]]:
     socket_path = tmp / "agent.sock"
     config = {"name": "test", "env": {}, "services": services, "transport": "unix",
-              "unix_path": str(socket_path)}
+              "unix_path": str(socket_path), "token": token}
     (tmp / "config.json").write_text(json.dumps(config))
     process = subprocess.Popen([sys.executable, "-m", "cove.guest.agent"],
                                env={**os.environ, "COVE_AGENT_CONFIG": str(tmp / "config.json")},
                                stderr=subprocess.DEVNULL)
-    client = AgentClient(unix_connector(socket_path), frames.append)
+    client = AgentClient(unix_connector(socket_path), frames.append, token)
     try:
         async with asyncio.timeout(10):
             await client.connect()

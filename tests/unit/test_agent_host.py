@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cove.runtime.agent_client import AgentClient, Frame
+from cove.runtime.agent_client import AgentClient, AgentError, Frame
 from cove.vmm.vsock import unix_connector
 from tests.agent_harness import running_agent
 
@@ -71,7 +71,8 @@ def test_output_is_kept_while_no_host_listens(tmp_path: Path) -> None:
             await client.close()  # the host goes away ...
             await asyncio.sleep(1.5)
             again: list[Frame] = []  # ... and a new one connects later
-            second = AgentClient(unix_connector(tmp_path / "agent.sock"), again.append)
+            second = AgentClient(unix_connector(tmp_path / "agent.sock"), again.append,
+                                 "harness-token")
             await second.connect()
             await second.hello
             await wait_until(again, lambda f: any(
@@ -111,5 +112,31 @@ def test_shutdown_stops_services_then_exits(tmp_path: Path) -> None:
             await wait_until(frames, lambda f: any(x.get("kind") == "poweroff" for x in f))
             assert events(frames, "stopped", "stubborn")[0]["code"] == 137  # SIGKILLed
             assert process.wait(timeout=5) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_host_without_the_boot_token_is_refused(tmp_path: Path) -> None:
+    """Anyone who can reach the channel (on vsock: any local user) gets nothing without this
+    boot's token; the right token still works afterwards."""
+
+    async def scenario() -> None:
+        async with running_agent(tmp_path, {}, []) as (client, _process):
+            await client.close()
+            for wrong in ("", "guessed", "harness-token\n"):
+                stranger = AgentClient(unix_connector(tmp_path / "agent.sock"), [].append,
+                                       wrong)
+                await stranger.connect()
+                with pytest.raises(AgentError, match="refused this connection"):
+                    await asyncio.wait_for(stranger.hello, 5)
+                with pytest.raises(AgentError):
+                    await asyncio.wait_for(stranger.request("ping"), 5)
+                await stranger.close()
+            owner = AgentClient(unix_connector(tmp_path / "agent.sock"), [].append,
+                                "harness-token")
+            await owner.connect()
+            await asyncio.wait_for(owner.hello, 5)
+            assert (await owner.request("ping"))["ok"]
+            await owner.close()
 
     asyncio.run(scenario())

@@ -78,7 +78,8 @@ def test_agent_through_hybrid_vsock(tmp_path: Path) -> None:
 
             async with HybridVsockStandIn(tmp_path / "v.sock", {1024: relay}):
                 frames: list[Frame] = []
-                client = AgentClient(hybrid_connector(tmp_path / "v.sock", 1024), frames.append)
+                client = AgentClient(hybrid_connector(tmp_path / "v.sock", 1024), frames.append,
+                                     "harness-token")
                 await client.connect()
                 await asyncio.wait_for(client.hello, 5)
                 out: list[bytes] = []

@@ -10,10 +10,12 @@ import pytest
 
 from cove.image.build import build_artifacts
 from cove.plan import HostFacts, make_plan
+from cove.runtime.agent_client import AgentClient, AgentError
 from cove.runtime.machine import Machine
 from cove.runtime.vmdir import VmDir
 from cove.spec import load_spec
 from cove.vmm.accel import decide_accel, host_tsc_khz
+from cove.vmm.vsock import unix_connector
 from tests.vm.conftest import write_spec
 
 pytestmark = pytest.mark.vm
@@ -88,3 +90,36 @@ def test_restart_policies(cove_home: Path, tmp_path: Path) -> None:
     assert services["once"]["state"] == "failed"
     assert services["done"]["state"] == "exited"
     assert services["flaky"]["restarts"] >= 2
+
+
+def test_guest_refuses_a_host_without_this_boots_token(cove_home: Path, tmp_path: Path) -> None:
+    """Under QEMU: the agent in a real guest refuses a hello without the per-boot token
+    (the initrd carried it; the host keeps it in run/agent.token), then serves the owner."""
+    spec_dir = write_spec(tmp_path / "guarded", 'name = "guarded"\npackages = ["python3"]\n'
+                          'network = "none"\n')
+
+    async def scenario() -> None:
+        spec = load_spec(spec_dir)
+        artifacts = build_artifacts(spec)
+        plan = make_plan(spec, HostFacts(decide_accel(spec.accel), host_tsc_khz()),
+                         artifacts.kernel)
+        vm_dir = VmDir.for_name(plan.name)
+        async with Machine(plan, artifacts, vm_dir, lambda _frame: None) as machine:
+            await machine.start()
+            assert machine.agent is not None
+            await machine.agent.close()  # QEMU's socket serves one host at a time
+            token = vm_dir.token.read_text()
+            assert len(token) == 32 and vm_dir.token.stat().st_mode & 0o777 == 0o600
+            for wrong in ("", token[:-1] + "0" if token[-1] != "0" else token[:-1] + "1"):
+                stranger = AgentClient(unix_connector(vm_dir.sockets.agent), [].append, wrong)
+                await stranger.connect()
+                with pytest.raises(AgentError, match="refused this connection"):
+                    await asyncio.wait_for(stranger.hello, 10)
+                await stranger.close()
+            owner = AgentClient(unix_connector(vm_dir.sockets.agent), [].append, token)
+            await owner.connect()
+            await asyncio.wait_for(owner.hello, 10)
+            assert (await owner.request("ping"))["ok"]
+            machine.agent = owner
+
+    asyncio.run(scenario())

@@ -39,6 +39,7 @@ class AgentClient:
         self.hello: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task[None] | None = None
+        self.broken: AgentError | None = None  # once the channel failed, it stays failed
 
     async def connect(self) -> None:
         """Connect (retrying until the VMM's socket or the guest's listener is there; the
@@ -53,6 +54,8 @@ class AgentClient:
         self.send({"t": "hello", "v": proto.VERSION, "token": self.token})
 
     def send(self, frame: Frame) -> None:
+        if self.broken is not None:
+            raise self.broken
         if self.writer is None or self.writer.is_closing():
             raise AgentError("the guest agent is not connected")
         self.writer.write(proto.encode(frame))
@@ -90,6 +93,7 @@ class AgentClient:
             self.on_frame(frame)
 
     def _fail(self, error: AgentError) -> None:
+        self.broken = self.broken or error
         for future in [self.hello, *self.pending.values()]:
             if not future.done():
                 future.set_exception(error)
