@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from cove.home import cove_home
 from cove.proc import TOOL_PACKAGES
 from cove.runtime.storage import VIRTIOFSD
+from cove.runtime.userns import rootless_share_problem, user_name
 from cove.spec.load import touches_host_store
 from cove.spec.model import Accel
 from cove.vmm.accel import decide_accel
@@ -59,13 +61,33 @@ def store_share_findings(home: Path) -> list[Finding]:
 
     findings = []
     for record in sorted((home / "vms").glob("*/vm.json")):
-        shares = json.loads(record.read_text())["plan"].get("shares", [])
+        try:
+            shares = json.loads(record.read_text())["plan"].get("shares", [])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            findings.append(Finding(False, f"record of VM {record.parent.name}",
+                                    f"cannot be read ({error}); `cove down "
+                                    f"{record.parent.name}` forgets it"))
+            continue
         bad = [s["source"] for s in shares
                if not s["readonly"] and touches_host_store(Path(s["source"]))]
         findings.append(Finding(not bad, f"store safety of VM {record.parent.name}",
                                 f"WRITABLE host store: {', '.join(bad)}" if bad else
                                 "no host store is shared writable"))
     return findings
+
+
+def privilege_findings() -> list[Finding]:
+    """What this user can do: everything but bridge networks needs no root."""
+    if os.geteuid() == 0:
+        return [Finding(True, "user", "root: everything, bridge networks included")]
+    problem = rootless_share_problem()
+    return [
+        Finding(True, "user", f"{user_name(os.geteuid())} (not root): everything works but "
+                "bridge networks (`cove network`), which need root", required=False),
+        Finding(problem is None, "virtiofs shares without root",
+                "virtiofsd runs in a user namespace of yours" if problem is None else problem,
+                required=False),
+    ]
 
 
 def diagnose() -> list[Finding]:
@@ -75,6 +97,7 @@ def diagnose() -> list[Finding]:
         Finding(True, "accelerator", f"{accel.accel}: {accel.reason}"),
         qemu_version(),
         *tool_findings(),
-        Finding(True, "cove home", str(home)),
+        *privilege_findings(),
+        Finding(True, "cove home", f"{home} (private: 0700, files 0600)"),
         *store_share_findings(home),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,17 @@ def read_json_or(path: Path, default: Any) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return default
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that also removes read-only directories (a Nix store path's are 0555, which
+    stops a user who is not root)."""
+    def writable_then_retry(function: Any, name: str, _error: Any) -> None:
+        parent = os.path.dirname(name)
+        os.chmod(parent, 0o700)
+        if os.path.isdir(name) and not os.path.islink(name):
+            os.chmod(name, 0o700)
+        function(name)
+
+    if path.exists():
+        shutil.rmtree(path, onerror=writable_then_retry)

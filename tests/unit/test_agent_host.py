@@ -20,6 +20,10 @@ async def wait_until(frames: list[Frame], predicate: Any, timeout: float = 10) -
             await asyncio.sleep(0.02)
 
 
+def ignore(_frame: Frame) -> None:
+    """Frames a test does not look at."""
+
+
 def events(frames: list[Frame], kind: str, svc: str) -> list[Frame]:
     return [f for f in frames if f.get("kind") == kind and f.get("svc") == svc]
 
@@ -124,7 +128,7 @@ def test_a_host_without_the_boot_token_is_refused(tmp_path: Path) -> None:
         async with running_agent(tmp_path, {}, []) as (client, _process):
             await client.close()
             for wrong in ("", "guessed", "harness-token\n"):
-                stranger = AgentClient(unix_connector(tmp_path / "agent.sock"), [].append,
+                stranger = AgentClient(unix_connector(tmp_path / "agent.sock"), ignore,
                                        wrong)
                 await stranger.connect()
                 with pytest.raises(AgentError, match="refused this connection"):
@@ -132,7 +136,7 @@ def test_a_host_without_the_boot_token_is_refused(tmp_path: Path) -> None:
                 with pytest.raises(AgentError):
                     await asyncio.wait_for(stranger.request("ping"), 5)
                 await stranger.close()
-            owner = AgentClient(unix_connector(tmp_path / "agent.sock"), [].append,
+            owner = AgentClient(unix_connector(tmp_path / "agent.sock"), ignore,
                                 "harness-token")
             await owner.connect()
             await asyncio.wait_for(owner.hello, 5)

@@ -34,7 +34,9 @@ def test_qemu_option_escaping() -> None:
 
 
 @pytest.mark.parametrize(("evidence", "accel", "words"), [
-    (KvmEvidence(False, False, True), "tcg", "/dev/kvm"),
+    (KvmEvidence(False, False, True), "tcg", "/dev/kvm is missing"),
+    (KvmEvidence(False, False, True, dev_kvm_exists=True, dev_kvm_group="kvm", user="ann"),
+     "tcg", "join the kvm group (sudo usermod -aG kvm ann"),
     (KvmEvidence(True, True, True, 0.001), "tcg", "kvm_pvm"),
     (KvmEvidence(True, False, False), "tcg", "neither vmx nor svm"),
     (KvmEvidence(True, False, True, None, "no answer within 3 s"), "tcg", "no answer"),

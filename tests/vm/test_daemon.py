@@ -152,6 +152,7 @@ def test_daemon_killed_vms_keep_serving_and_reattach(home: Path,
     assert cove("exec", "hello", "--", "true").returncode == 0
 
 
+@pytest.mark.needs_root  # switches to another user
 def test_other_users_are_refused(home: Path, two_vms: tuple[int, int]) -> None:
     socket_path = home / "coved.sock"
     assert socket_path.stat().st_mode & 0o777 == 0o600
@@ -171,6 +172,18 @@ def test_other_users_are_refused(home: Path, two_vms: tuple[int, int]) -> None:
     finally:
         socket_path.chmod(0o600)
     assert "refused GET /v1/vms from pid" in (home / "coved.log").read_text()
+    # nor can they see anything of the VMs: records, logs, events, consoles, sockets
+    paths = [home / "vms", home / "vms" / "hello" / "logs" / "services.log", home / "coved.log",
+             home / "events.jsonl", home / "vms" / "hello" / "console.log",
+             home / "vms" / "hello" / "vm.json", home / "vms" / "hello" / "run" / "agent.token"]
+    looker = ("import sys\nfor p in sys.argv[1:]:\n    try:\n        open(p, 'rb').read(1)"
+              "\n        print('READ', p)\n    except IsADirectoryError:\n        import os; "
+              "os.listdir(p); print('LISTED', p)\n    except PermissionError:\n        pass\n")
+    seen = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", looker,
+                           *map(str, paths)], capture_output=True, text=True, check=False)
+    assert seen.stdout == "" and seen.returncode == 0, seen.stdout + seen.stderr
+    for path in paths[1:]:
+        assert path.stat().st_mode & 0o077 == 0, path  # 0600 state
 
 
 def test_down_leaves_nothing_behind(home: Path, two_vms: tuple[int, int]) -> None:

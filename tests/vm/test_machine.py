@@ -10,7 +10,7 @@ import pytest
 
 from cove.image.build import build_artifacts
 from cove.plan import HostFacts, make_plan
-from cove.runtime.agent_client import AgentClient, AgentError
+from cove.runtime.agent_client import AgentClient, AgentError, Frame
 from cove.runtime.machine import Machine
 from cove.runtime.vmdir import VmDir
 from cove.spec import load_spec
@@ -66,6 +66,10 @@ async def boot_and_watch(spec_dir: Path, until: Any, timeout: float
     return frames, status
 
 
+def ignore(_frame: Frame) -> None:
+    """Frames a test does not look at."""
+
+
 def events(frames: list[dict[str, Any]], kind: str, svc: str) -> list[dict[str, Any]]:
     return [f for f in frames if f.get("t") == "event" and f.get("kind") == kind
             and f.get("svc") == svc]
@@ -111,12 +115,12 @@ def test_guest_refuses_a_host_without_this_boots_token(cove_home: Path, tmp_path
             token = vm_dir.token.read_text()
             assert len(token) == 32 and vm_dir.token.stat().st_mode & 0o777 == 0o600
             for wrong in ("", token[:-1] + "0" if token[-1] != "0" else token[:-1] + "1"):
-                stranger = AgentClient(unix_connector(vm_dir.sockets.agent), [].append, wrong)
+                stranger = AgentClient(unix_connector(vm_dir.sockets.agent), ignore, wrong)
                 await stranger.connect()
                 with pytest.raises(AgentError, match="refused this connection"):
                     await asyncio.wait_for(stranger.hello, 10)
                 await stranger.close()
-            owner = AgentClient(unix_connector(vm_dir.sockets.agent), [].append, token)
+            owner = AgentClient(unix_connector(vm_dir.sockets.agent), ignore, token)
             await owner.connect()
             await asyncio.wait_for(owner.hello, 10)
             assert (await owner.request("ping"))["ok"]

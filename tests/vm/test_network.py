@@ -14,8 +14,7 @@ import pytest
 
 from tests.vm.conftest import write_spec
 
-pytestmark = [pytest.mark.vm,
-              pytest.mark.skipif(os.geteuid() != 0, reason="bridges and taps need root")]
+pytestmark = [pytest.mark.vm, pytest.mark.needs_root]  # bridges and taps need root
 DB = '''name = "db"
 packages = ["python3", "curl"]
 network = "lab"

@@ -39,6 +39,8 @@ def test_read_only_share_refuses_even_root_and_rw_share_writes_to_host(
     assert (tmp_path / "ro" / "file").read_text() == "from host\n"
     assert not (tmp_path / "ro" / "new").exists()
     assert (tmp_path / "rw" / "out").read_text() == "from guest\n"
+    # what guest root writes belongs to whoever runs cove (root or not), not to a mapped uid
+    assert (tmp_path / "rw" / "out").stat().st_uid == os.geteuid()
 
 
 def test_host_store_is_never_shared_writable(cove_home: Path, tmp_path: Path) -> None:

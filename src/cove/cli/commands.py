@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from cove.cli.output import ServicePrinter, progress, write_stream
+from cove.errors import die
 from cove.home import cove_home
 from cove.image.build import Artifacts, build_artifacts
 from cove.plan import HostFacts, Plan, make_plan
@@ -44,7 +45,19 @@ class Overrides:
 def load_with(spec_path: Path, flags: Overrides) -> Spec:
     extra = command_line_spec(flags.shares, flags.volumes, flags.network, flags.ephemeral,
                               flags.config, flags.secrets)
-    return apply_overrides(load_spec(spec_path, extra), flags.ports, flags.env, flags.name)
+    spec = apply_overrides(load_spec(spec_path, extra), flags.ports, flags.env, flags.name)
+    require_privileges(spec)
+    return spec
+
+
+def require_privileges(spec: Spec) -> None:
+    """Whatever needs root is said before anything is built."""
+    from cove.runtime.network import root_problem
+
+    problem = root_problem(spec.network)
+    if problem:
+        die(f"{spec.file}: {problem}", 'run cove as root, or use network = "user": its NAT '
+            "and port forwards need no root")
 
 
 def host_facts(spec: Spec, accel: str | None, hypervisor: Hypervisor | None = None

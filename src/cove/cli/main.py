@@ -76,9 +76,11 @@ def cli(ctx: click.Context) -> None:
 @SPEC_ARG
 def check(spec: Path) -> None:
     """Validate a spec; print every problem with its key and a fix."""
+    from cove.cli.commands import require_privileges
     from cove.spec.load import load_spec
 
     loaded = load_spec(spec)
+    require_privileges(loaded)
     choice = check_hypervisor(loaded)
     click.echo(f"{loaded.file}: ok ({loaded.name}: {len(loaded.services)} service(s), "
                f"{len(loaded.ports)} port(s); runs on {choice})")

@@ -16,6 +16,8 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from cove.fsutil import remove_tree
+
 TMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"  # shared by builds until their VM boots; exclusive for `gc --apply`
 _held: dict[Path, int] = {}
@@ -104,7 +106,8 @@ def building(final: Path) -> Iterator[Path]:
                 raise
             shutil.rmtree(tmp)  # a concurrent build of the same key won; same content
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(tmp)
         raise
     finally:
         os.umask(private)

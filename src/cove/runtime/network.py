@@ -55,6 +55,15 @@ def hosts_file(directory: Path) -> Path:
     return Path("/run/cove-dns") / digest / "hosts"
 
 
+def root_problem(network: str) -> str | None:
+    """What in a VM's network needs root that this user lacks: said up front by `cove
+    check`, `cove run` and `cove up`, before anything is built."""
+    if network in ("user", "none") or os.geteuid() == 0:
+        return None
+    return (f'network = "{network}" is a bridge network (`cove network create`), which needs '
+            "root (bridges, taps and NAT rules)")
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         die("cove networks need root (bridges, taps and NAT rules)",

@@ -12,6 +12,7 @@ from pathlib import Path
 from cove.errors import die
 from cove.plan import Drive, Plan, PlannedShare
 from cove.proc import require_tool, run
+from cove.runtime.userns import rootless_share_problem, unshare_prefix
 from cove.vmm.layout import RunPaths
 
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
@@ -121,15 +122,21 @@ def prepare_drives(plan: Plan, paths: RunPaths) -> None:
             create_overlay(drive, paths)
 
 
-def virtiofsd_argv(share: PlannedShare, paths: RunPaths) -> list[str]:
+def virtiofsd_argv(share: PlannedShare, paths: RunPaths, rootless: bool = False) -> list[str]:
     daemon = [VIRTIOFSD, f"--socket-path={paths.virtiofs(share.tag)}", "-o",
               f"source={share.source}", "-o", "cache=auto"]
-    if not share.readonly:
+    setup = ["--readonly", share.source] if share.readonly else []
+    if rootless:
+        # root in a user namespace of our own: virtiofsd needs setgroups and namespaces,
+        # and guest root's files then belong to us on the host
+        return [*unshare_prefix(), sys.executable, "-m", "cove.runtime.sharens", *setup,
+                "--private-run", "--", *daemon]
+    if not setup:
         return daemon
     # virtiofsd has no read-only switch: it runs in a mount namespace of its own where
     # the source is a read-only bind mount, so even a guest that remounts rw cannot write
     return ["unshare", "--mount", "--propagation", "private", "--",
-            sys.executable, "-m", "cove.runtime.robind", share.source, "--", *daemon]
+            sys.executable, "-m", "cove.runtime.sharens", *setup, "--", *daemon]
 
 
 async def start_virtiofsd(plan: Plan, paths: RunPaths, log: Path,
@@ -140,12 +147,17 @@ async def start_virtiofsd(plan: Plan, paths: RunPaths, log: Path,
     if not Path(VIRTIOFSD).exists():
         die("virtiofsd is not installed", "install it with: apt-get install qemu-system-common")
     require_tool("unshare")
+    rootless = os.geteuid() != 0
+    if rootless and (problem := rootless_share_problem()):
+        die(f"virtiofs shares without root need a user namespace: {problem}",
+            'or use proto = "9p" with a kernel that has 9p (kernel.package = '
+            '"linux-image-amd64")')
     processes = []
     with log.open("ab") as sink:
         for share in shares:
             processes.append(await asyncio.create_subprocess_exec(
-                *virtiofsd_argv(share, paths), stdin=asyncio.subprocess.DEVNULL, stdout=sink,
-                stderr=sink, start_new_session=True))
+                *virtiofsd_argv(share, paths, rootless), stdin=asyncio.subprocess.DEVNULL,
+                stdout=sink, stderr=sink, start_new_session=True))
     for share, process in zip(shares, processes, strict=True):
         await wait_for_socket(paths.virtiofs(share.tag), process, log)
     return processes
@@ -157,5 +169,6 @@ async def wait_for_socket(path: Path, process: asyncio.subprocess.Process, log: 
         if process.returncode is not None or asyncio.get_running_loop().time() > deadline:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
             die(f"virtiofsd did not start for {path.name}: " + " / ".join(tail),
-                "is the shared directory there, and is cove running as root?")
+                "is the shared directory there and readable by you? (`cove doctor` checks "
+                "what shares need)")
         await asyncio.sleep(0.02)

@@ -35,16 +35,29 @@ class KvmEvidence:
     cpu_virt_flags: bool
     probe_seconds: float | None = None  # None: not run, or failed / timed out
     probe_error: str = ""
+    dev_kvm_exists: bool = False
+    dev_kvm_group: str = ""  # the group that may open /dev/kvm (usually "kvm")
+    user: str = ""
 
 
 def kvm_verdict(evidence: KvmEvidence) -> AccelDecision:
-    if not evidence.dev_kvm_usable:
-        return AccelDecision("tcg", "/dev/kvm is missing or not accessible")
+    """What the evidence decides; what no permission can change is said first."""
     if evidence.pvm_module:
         return AccelDecision("tcg", "the host runs kvm_pvm (no hardware virtualization); stock "
                                     "guests would run ~100x slower than under TCG")
     if not evidence.cpu_virt_flags:
         return AccelDecision("tcg", "the CPU shows neither vmx nor svm")
+    if not evidence.dev_kvm_usable and evidence.dev_kvm_exists:
+        group = evidence.dev_kvm_group or "kvm"
+        if group == "root":
+            group = "kvm"
+        return AccelDecision("tcg", f"you may not open /dev/kvm: join the {group} group "
+                                    f"(sudo usermod -aG {group} {evidence.user or '$USER'}, "
+                                    "then log in again); until then guests run under TCG, "
+                                    "software emulation, many times slower")
+    if not evidence.dev_kvm_usable:
+        return AccelDecision("tcg", "/dev/kvm is missing, so guests run under TCG (software "
+                                    "emulation); load the kvm module if the CPU has vmx/svm")
     if evidence.probe_seconds is None:
         return AccelDecision("tcg", f"the KVM speed probe failed: {evidence.probe_error}")
     if evidence.probe_seconds > PROBE_FAST_ENOUGH:
@@ -77,8 +90,25 @@ def cached_auto_decision(cache_dir: Path) -> AccelDecision:
     return decision
 
 
+def kvm_device_group() -> tuple[bool, str]:
+    """Whether /dev/kvm exists, and the name of its group."""
+    try:
+        info = os.stat("/dev/kvm")
+    except OSError:
+        return False, ""
+    import grp
+
+    try:
+        return True, grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        return True, str(info.st_gid)
+
+
 def gather_evidence() -> KvmEvidence:
+    import getpass
+
     usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    exists, group = kvm_device_group()
     pvm = Path("/sys/module/kvm_pvm").exists()
     flags = set()
     for line in _read("/proc/cpuinfo").splitlines():
@@ -87,9 +117,10 @@ def gather_evidence() -> KvmEvidence:
             break
     virt = bool(flags & {"vmx", "svm"})
     if not (usable and not pvm and virt):
-        return KvmEvidence(usable, pvm, virt)
+        return KvmEvidence(usable, pvm, virt, dev_kvm_exists=exists, dev_kvm_group=group,
+                           user=getpass.getuser())
     seconds, error = run_probe()
-    return KvmEvidence(usable, pvm, virt, seconds, error)
+    return KvmEvidence(usable, pvm, virt, seconds, error, exists, group)
 
 
 def run_probe() -> tuple[float | None, str]:

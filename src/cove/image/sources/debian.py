@@ -6,13 +6,15 @@ the next day brings the archive's updates.
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 from cove.errors import die
+from cove.fsutil import remove_tree
 from cove.image.cache import Cache, content_key
 from cove.proc import require_tool, run
 
@@ -23,17 +25,33 @@ EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*",
             "/usr/share/locale/*", "/usr/share/lintian/*")
 
 
-def mmdebstrap_argv(suite: str, mirror: str, packages: list[str], tree: Path) -> list[str]:
+def mmdebstrap_argv(suite: str, mirror: str, packages: list[str], target: Path,
+                    rootless: bool = False) -> list[str]:
+    """As root: a plain chroot into the tree. Otherwise mmdebstrap works in a user namespace
+    with the user's subordinate ids and writes a tarball, which cove unpacks as the user
+    (the image is --all-root anyway)."""
     return [
         "mmdebstrap",
         "--variant=essential",
-        "--mode=root",
+        *(["--mode=unshare", "--format=tar"] if rootless else ["--mode=root"]),
         f"--include={','.join(packages)}",
         *(f"--dpkgopt=path-exclude={pattern}" for pattern in EXCLUDES),
         suite,
-        str(tree),
+        str(target),
         mirror,
     ]
+
+
+def unpack_as_user(archive: Path, tree: Path) -> None:
+    """The tarball's files, owned by whoever unpacks them; device nodes are left out (the
+    guest's /dev is a devtmpfs)."""
+    tree.mkdir()
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers()
+                   if not m.isdev() and not m.name.startswith(("/", "../"))
+                   and "/../" not in f"/{m.name}/"]
+        tar.extractall(tree, members=members)  # (not root: tarfile leaves ownership alone)
+    archive.unlink()
 
 
 def unknown_packages(stderr: str) -> list[str]:
@@ -42,9 +60,13 @@ def unknown_packages(stderr: str) -> list[str]:
 
 def bootstrap(suite: str, mirror: str, packages: list[str], tree: Path) -> None:
     require_tool("mmdebstrap")
-    result = subprocess.run(mmdebstrap_argv(suite, mirror, packages, tree),
+    rootless = os.geteuid() != 0
+    target = tree.with_name("tree.tar") if rootless else tree
+    result = subprocess.run(mmdebstrap_argv(suite, mirror, packages, target, rootless),
                             capture_output=True, text=True, check=False)
     if result.returncode == 0:
+        if rootless:
+            unpack_as_user(target, tree)
         return
     missing = unknown_packages(result.stderr)
     if missing:
@@ -74,7 +96,7 @@ def build_debian_root(suite: str, mirror: str, requested: tuple[str, ...],
             hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
         run(["mkfs.erofs", "-zlz4hc", "--all-root", "-T0", "--quiet", str(out / "root.erofs"),
              str(tree)], what="mkfs.erofs")
-        shutil.rmtree(tree)
+        remove_tree(tree)
         (out / "packages.txt").write_text("".join(f"{p}\n" for p in packages))
 
     entry = cache.get_or_build("root-debian", key, build)

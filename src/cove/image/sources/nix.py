@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.errors import die
+from cove.fsutil import remove_tree
 from cove.image.cache import Cache, content_key
 from cove.proc import require_tool, run
 
@@ -81,7 +82,7 @@ def closure_image(build: NixBuild, cache: Cache) -> Path:
                                                                        tree / name)
         run(["mkfs.erofs", "-zlz4hc", "--all-root", "-T0", "--quiet", str(out / "store.erofs"),
              str(tree)], what="mkfs.erofs")
-        shutil.rmtree(tree)
+        remove_tree(tree)  # store paths are read-only: plain rmtree fails for non-root
 
     return cache.get_or_build("nix-store", key, make) / "store.erofs"
 
