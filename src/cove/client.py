@@ -114,8 +114,31 @@ class Client:
         result: list[dict[str, Any]] = self.request("GET", "/v1/vms")
         return result
 
-    def create(self, record: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("POST", "/v1/vms", {"record": record})
+    def create(self, record: dict[str, Any], cold: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", "/v1/vms", {"record": record,
+                                                                  "cold": cold})
+        return result
+
+    def state_change(self, name: str, change: str) -> dict[str, Any]:
+        """pause, resume or suspend."""
+        result: dict[str, Any] = self.request("POST", f"/v1/vms/{quote(name)}/{change}", {})
+        return result
+
+    def clone(self, name: str, count: int, prefix: str | None = None,
+              ports: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"count": count, "ports": list(ports)}
+        if prefix is not None:
+            body["prefix"] = prefix
+        result: list[dict[str, Any]] = self.request("POST", f"/v1/vms/{quote(name)}/clone",
+                                                    body)
+        return result
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("GET", "/v1/snapshots")
+        return result
+
+    def remove_snapshot(self, ident: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("DELETE", f"/v1/snapshots/{quote(ident)}")
         return result
 
     def get(self, name: str) -> dict[str, Any]:

@@ -131,6 +131,7 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
     click.echo(f"shares      {', '.join(f'{s.source}->{s.target}' for s in plan.shares) or '-'}")
     click.echo(f"volumes     {', '.join(f'{d.path}->{d.target}' for d in plan.drives) or '-'}")
     click.echo(f"network     {plan.network}; agent over {plan.agent_transport}")
+    click.echo(f"warm start  {warm_start_line(plan, artifacts)}")
     click.echo("argv")
     click.echo(format_argv(rendered["argv"]))
     if "config" in rendered:
@@ -138,6 +139,26 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
         click.echo(json.dumps(rendered["config"], indent=2))
     for method, path, body in rendered.get("api", []):
         click.echo(f"{method} {path} {json.dumps(body) if body is not None else ''}")
+
+
+def warm_start_line(plan: Plan, artifacts: Artifacts) -> str:
+    """Whether a start of this plan can restore a template, and why not."""
+    from cove.runtime.snapshots import find_template
+    from cove.runtime.state import artifacts_to_json
+    from cove.runtime.storage import delivered_files
+    from cove.warm import snapshot_blockers, template_key
+
+    blockers = snapshot_blockers(plan)
+    if blockers:
+        return "never: it always boots cold, because " + "; ".join(blockers)
+    key = template_key(plan, artifacts_to_json(artifacts), delivered_files(plan))
+    template = find_template(cove_home(), key)
+    if template is None:
+        return f"not yet: the first healthy start saves the template (key {key})"
+    changed = template.changed_disks()
+    if changed:
+        return "no: " + "; ".join(changed) + f" (template {template.id})"
+    return f"yes, from template {template.id} ({template.size / 2**20:.0f} MiB)"
 
 
 def format_argv(argv: list[str]) -> str:
@@ -155,7 +176,7 @@ def format_argv(argv: list[str]) -> str:
 
 
 def run_command(spec_path: Path, command: list[str] | None, accel: str | None,
-                flags: Overrides) -> int:
+                flags: Overrides, cold: bool = False) -> int:
     from cove.runtime.foreground import run_foreground
 
     spec = load_with(spec_path, flags)
@@ -166,4 +187,4 @@ def run_command(spec_path: Path, command: list[str] | None, accel: str | None,
     report(f"booting {spec.name} ({plan.accel.accel}: {plan.accel.reason})")
     printer = ServicePrinter()
     return asyncio.run(run_foreground(plan, artifacts, command, printer.frame, write_stream,
-                                      report))
+                                      report, cold))

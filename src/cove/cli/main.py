@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from cove import __version__
+from cove.cli import state
 from cove.errors import CoveError
 from cove.spec.load import SpecError
 
@@ -137,12 +138,18 @@ def plan(spec: Path, accel: str | None, hypervisor: str | None, as_json: bool) -
     plan_command(spec, accel, hypervisor, as_json)
 
 
+COLD_OPT = click.option("--cold", is_flag=True,
+                        help="Boot cold even where a template snapshot could start it warm.")
+
+
 @cli.command()
 @SPEC_ARG
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @ACCEL_OPT
+@COLD_OPT
 @vm_options
-def run(spec: Path, command: tuple[str, ...], accel: str | None, **flags: Any) -> None:
+def run(spec: Path, command: tuple[str, ...], accel: str | None, cold: bool,
+        **flags: Any) -> None:
     """Boot a VM in the foreground; with `-- COMMAND` run that instead of the services.
 
     Service output streams to the terminal; Ctrl-C shuts the VM down gracefully. With a
@@ -151,7 +158,7 @@ def run(spec: Path, command: tuple[str, ...], accel: str | None, **flags: Any) -
     from cove.cli.commands import run_command
 
     argv = list(command[1:] if command[:1] == ("--",) else command)
-    sys.exit(run_command(spec, argv or None, accel, overrides(**flags)))
+    sys.exit(run_command(spec, argv or None, accel, overrides(**flags), cold))
 
 
 @cli.command()
@@ -159,17 +166,18 @@ def run(spec: Path, command: tuple[str, ...], accel: str | None, **flags: Any) -
 @click.option("-d", "--detach", is_flag=True, help="Return once healthy; the VM runs on.")
 @vm_options
 @ACCEL_OPT
+@COLD_OPT
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for healthy.")
 @click.option("--no-wait", is_flag=True, help="Return once booted, without waiting for health.")
-def up(spec: Path, detach: bool, accel: str | None, timeout: float, no_wait: bool,
-       **flags: Any) -> None:
+def up(spec: Path, detach: bool, accel: str | None, cold: bool, timeout: float,
+       no_wait: bool, **flags: Any) -> None:
     """Start a VM in the background (kept by the cove daemon) and wait until it is healthy.
 
     Without -d, follow its logs afterwards; Ctrl-C then stops it.
     """
     from cove.cli.vms import up_command
 
-    up_command(spec, detach, overrides(**flags), accel, timeout, no_wait)
+    up_command(spec, detach, overrides(**flags), accel, timeout, no_wait, cold)
 
 
 @cli.command(name="ls")
@@ -484,6 +492,10 @@ def daemon() -> None:
     from cove.runtime.daemon import main as daemon_main
 
     daemon_main()
+
+
+for command in (state.pause, state.resume, state.suspend, state.clone, state.snapshot):
+    cli.add_command(command)
 
 
 def explain(error: BaseException) -> tuple[str, str | None]:

@@ -98,7 +98,7 @@ def follow_logs(client: Client, name: str, count: int | None, follow: bool,
 
 
 def up_command(spec_path: Path, detach: bool, flags: Overrides, accel: str | None,
-               timeout: float, no_wait: bool) -> None:
+               timeout: float, no_wait: bool, cold: bool = False) -> None:
     from cove.cli.commands import load_with, plan_for
     from cove.cli.output import progress
     from cove.image.build import default_cache
@@ -109,12 +109,13 @@ def up_command(spec_path: Path, detach: bool, flags: Overrides, accel: str | Non
     record = VmRecord(plan, artifacts, spec.restart, str(spec.file), time.time())
     client = Client()
     started = time.monotonic()
-    client.create(record.to_json())
+    created = client.create(record.to_json(), cold)
     default_cache().let_go()  # the daemon's record protects the artifacts now
     if not no_wait:
         wait_healthy(client, spec.name, timeout)
-    state = "started" if no_wait else "healthy"
-    progress(f"{spec.name} is {state} ({time.monotonic() - started:.1f} s)"
+    state = "started" if no_wait else ("up" if created.get("warm") else "healthy")
+    how = f" (warm start from snapshot {created['warm']})" if created.get("warm") else ""
+    progress(f"{spec.name} is {state} in {time.monotonic() - started:.1f} s{how}"
              + (f"; ports {', '.join(map(str, plan.ports))}" if plan.ports else ""))
     if detach:
         return

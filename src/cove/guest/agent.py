@@ -246,6 +246,26 @@ class Agent:
         except OSError:
             pass
 
+    def op_resumed(self, frame: dict[str, object]) -> dict[str, object]:
+        """Restored from a snapshot: become this instance (clock, entropy, names) and take
+        this boot's token; services and health checks simply go on."""
+        from . import identity
+
+        commands = identity.apply(frame) if self.in_vm else []
+        self.run_in_order(commands)
+        if frame.get("token"):
+            self.link.token = str(frame["token"])
+        if frame.get("name"):
+            self.config["name"] = frame["name"]
+        return {"uptime": self.uptime()}
+
+    def run_in_order(self, commands: list[list[str]]) -> None:
+        if not commands:
+            return
+        first, rest = commands[0], commands[1:]
+        self.reactor.spawn(first, dict(BASE_ENV), lambda _fd, data: say(data.decode().strip()),
+                           lambda _code: self.run_in_order(rest))
+
     def op_shutdown(self, _frame: dict[str, object]) -> dict[str, object]:
         self.reactor.later(0, self.shutdown)
         return {}

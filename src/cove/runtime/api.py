@@ -11,8 +11,10 @@ from aiohttp import WSMsgType, web
 
 from cove import __version__
 from cove.errors import CoveError
+from cove.runtime import lifecycle
 from cove.runtime.journal import Journal, last, read_entries
 from cove.runtime.machine import tail
+from cove.runtime.snapshots import Snapshot, get_snapshot, list_snapshots, remove_snapshot
 from cove.runtime.state import VmRecord
 from cove.runtime.vmdir import VmDir
 from cove.spec.model import Hypervisor
@@ -109,7 +111,10 @@ async def create_vm(request: web.Request) -> web.Response:
         raise CoveError(f"bad VM record: {type(error).__name__}: {error}",
                         "records are made by `cove up`; see docs/api.yaml") from None
     check_record(record)
-    supervisor = await the_daemon(request).create(record)
+    cold = body.get("cold", False)
+    if not isinstance(cold, bool):
+        raise CoveError('"cold" must be true or false')
+    supervisor = await the_daemon(request).create(record, cold=cold)
     return web.json_response(supervisor.status(), status=201)
 
 
@@ -151,6 +156,69 @@ async def restart_vm(request: web.Request) -> web.Response:
     supervisor = the_daemon(request).vm(request.match_info["name"])
     await supervisor.restart(body_timeout(await json_body(request)))
     return web.json_response(supervisor.status())
+
+
+@routes.post("/v1/vms/{name}/pause")
+async def pause_vm(request: web.Request) -> web.Response:
+    supervisor = the_daemon(request).vm(request.match_info["name"])
+    await lifecycle.pause(supervisor)
+    return web.json_response(supervisor.status())
+
+
+@routes.post("/v1/vms/{name}/resume")
+async def resume_vm(request: web.Request) -> web.Response:
+    supervisor = the_daemon(request).vm(request.match_info["name"])
+    await lifecycle.resume(supervisor)
+    return web.json_response(supervisor.status())
+
+
+@routes.post("/v1/vms/{name}/suspend")
+async def suspend_vm(request: web.Request) -> web.Response:
+    supervisor = the_daemon(request).vm(request.match_info["name"])
+    await lifecycle.suspend(supervisor)
+    return web.json_response(supervisor.status())
+
+
+@routes.post("/v1/vms/{name}/clone")
+async def clone_vm(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    name = request.match_info["name"]
+    count, prefix, ports = body.get("count", 1), body.get("prefix", f"{name}-"), \
+        body.get("ports", [])
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 64:
+        raise CoveError(f"count {count!r} is not a number of clones from 1 to 64")
+    if not isinstance(prefix, str) or not isinstance(ports, list) or \
+            not all(isinstance(p, str) for p in ports):
+        raise CoveError('"prefix" must be a string and "ports" a list of strings')
+    clones = await the_daemon(request).clone(name, count, prefix, tuple(ports))
+    return web.json_response([c.status() for c in clones], status=201)
+
+
+@routes.get("/v1/snapshots")
+async def list_snapshots_route(request: web.Request) -> web.Response:
+    daemon = the_daemon(request)
+    check_query(request, ())
+    found = await asyncio.to_thread(list_snapshots, daemon.home)
+    users = {s.record.snapshot: s.name for s in daemon.vms.values() if s.record.snapshot}
+    return web.json_response([snapshot_json(s, users.get(s.id)) for s in found])
+
+
+@routes.delete("/v1/snapshots/{id}")
+async def remove_snapshot_route(request: web.Request) -> web.Response:
+    daemon = the_daemon(request)
+    snapshot = await asyncio.to_thread(get_snapshot, daemon.home, request.match_info["id"])
+    users = [s.name for s in daemon.vms.values() if s.record.snapshot == snapshot.id]
+    if users:
+        raise CoveError(f"snapshot {snapshot.id} is needed by {', '.join(users)}",
+                        f"`cove down {users[0]}` first")
+    await asyncio.to_thread(remove_snapshot, snapshot)
+    return web.json_response(snapshot_json(snapshot, None))
+
+
+def snapshot_json(snapshot: Snapshot, used_by: str | None) -> dict[str, Any]:
+    return {"id": snapshot.id, "kind": snapshot.kind, "vm": snapshot.vm, "key": snapshot.key,
+            "created": snapshot.created, "size": snapshot.size,
+            "memory_mib": snapshot.memory_mib, "used_by": used_by}
 
 
 async def stream_entries(request: web.Request, backlog: list[dict[str, Any]],

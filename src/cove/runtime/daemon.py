@@ -26,7 +26,9 @@ from cove.errors import CoveError
 from cove.home import prepare_home
 from cove.runtime.api import routes
 from cove.runtime.journal import Journal
+from cove.runtime.lifecycle import clone_names, clone_records, save_for_clones
 from cove.runtime.machine import BOOT_TIMEOUT
+from cove.runtime.snapshots import Snapshot, remove_snapshot, snapshots_dir
 from cove.runtime.state import VmRecord
 from cove.runtime.supervisor import VmSupervisor
 from cove.runtime.vmdir import VmDir
@@ -95,7 +97,8 @@ class Daemon:
             raise NotFound(f"no VM named {name!r}", "see `cove ls`")
         return self.vms[name]
 
-    async def create(self, record: VmRecord) -> VmSupervisor:
+    async def create(self, record: VmRecord, cold: bool = False,
+                     snapshot: Snapshot | None = None) -> VmSupervisor:
         """Boot a new VM; a name is unique per home (checked before any await). The record
         is on disk before the hypervisor starts, so a daemon killed mid-boot leaves no
         untracked VM: the next daemon adopts it or applies its restart policy."""
@@ -106,7 +109,7 @@ class Daemon:
         self.vms[record.name] = supervisor
         try:
             await asyncio.to_thread(record.save, supervisor.dir.record)
-            await supervisor.boot()
+            await supervisor.boot(cold=cold, snapshot=snapshot)
         except BaseException:
             del self.vms[record.name]
             supervisor.dir.record.unlink(missing_ok=True)
@@ -124,6 +127,33 @@ class Daemon:
         await supervisor.stop(timeout)
         supervisor.dir.record.unlink(missing_ok=True)
         del self.vms[name]
+        await asyncio.to_thread(self.forget_snapshot, supervisor.record.snapshot)
+
+    def forget_snapshot(self, ident: str) -> None:
+        """A suspend image or clone source no remaining VM needs is removed with its VM."""
+        if not ident or any(s.record.snapshot == ident for s in self.vms.values()):
+            return
+        snapshot = Snapshot.load(snapshots_dir(self.home) / ident)
+        if snapshot is not None and snapshot.kind != "template":
+            remove_snapshot(snapshot)
+
+    async def clone(self, name: str, count: int, prefix: str, ports: tuple[str, ...]
+                    ) -> list[VmSupervisor]:
+        """`count` VMs restored from one save of `name`, which runs on."""
+        source = self.vm(name)
+        taken = [n for n in clone_names(prefix, count) if n in self.vms or n in self.broken]
+        if taken:
+            raise CoveError(f"VMs named {', '.join(taken)} exist already",
+                            "choose another --prefix, or `cove down` them")
+        snapshot = await save_for_clones(source)
+        records = clone_records(source.record, snapshot, count, prefix, ports)
+        results = await asyncio.gather(*(self.create(r, snapshot=snapshot) for r in records),
+                                       return_exceptions=True)
+        failed = [f"{r.name}: {e}" for r, e in zip(records, results, strict=True)
+                  if isinstance(e, BaseException)]
+        if failed:
+            raise CoveError("some clones did not start:\n  " + "\n  ".join(failed))
+        return [r for r in results if isinstance(r, VmSupervisor)]
 
     def load_records(self) -> None:
         """Every VM record of this home; one that cannot be read marks that VM broken and
@@ -152,6 +182,9 @@ class Daemon:
                  "error": why, "pid": None, "spec": ""} for name, why in self.broken.items()]
 
     async def take_over(self, supervisor: VmSupervisor) -> None:
+        if supervisor.record.phase == "suspended":
+            supervisor.state = "suspended"  # its state waits on disk for `cove resume`
+            return
         if supervisor.dir.running_pid() is not None:
             try:
                 # a VM the last daemon was still booting gets a boot's time to answer

@@ -28,6 +28,7 @@ from cove.runtime.agent_client import AgentClient, AgentError, Frame
 from cove.runtime.forward import Forwards, check_ports_free
 from cove.runtime.network import attach, detach
 from cove.runtime.process import Adopted, VmProcess
+from cove.runtime.snapshots import Snapshot, find_template
 from cove.runtime.state import artifacts_to_json
 from cove.runtime.storage import (
     delivered_files,
@@ -36,8 +37,10 @@ from cove.runtime.storage import (
     start_virtiofsd,
 )
 from cove.runtime.vmdir import VmDir
+from cove.runtime.vmstate import become_new_instance, save_snapshot
 from cove.vmm.launch import launcher_for
 from cove.vmm.layout import BootFiles
+from cove.warm import snapshot_blockers, template_key
 
 BOOT_TIMEOUT = 120.0  # TCG boots take ~3 s; this only catches guests that hang
 AGENT_STOP_TIMEOUT = 20.0
@@ -64,11 +67,11 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def boot_config(plan: Plan, artifacts: Artifacts, env: dict[str, str]) -> BootConfig:
+def boot_config(plan: Plan, artifacts: Artifacts, env: dict[str, str],
+                delivered: dict[str, bytes]) -> BootConfig:
     """Read at every boot: changed config or secrets need no image rebuild."""
     return BootConfig(plan.agent_config, {**plan.init_env, **env},
-                      load_order(artifacts.kernel, plan.modules), plan.guest_mounts,
-                      delivered_files(plan))
+                      load_order(artifacts.kernel, plan.modules), plan.guest_mounts, delivered)
 
 
 class Machine:
@@ -88,6 +91,9 @@ class Machine:
         self.ready_at = 0.0
         self.helpers: list[asyncio.subprocess.Process] = []  # virtiofsd
         self.forwards = Forwards(self)
+        self.key = ""  # the template key of this VM's shape (see cove/warm.py)
+        self.warm: Snapshot | None = None  # what this start restored, if it did
+        self.why_cold = ""
         self.launcher = launcher_for(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
                                                      artifacts.root.path,
                                                      artifacts.nix_store_image), vm_dir.sockets)
@@ -137,47 +143,91 @@ class Machine:
         self.ready_at = time.monotonic()
         await self.forward_static_ports()
 
-    async def start(self) -> None:
+    async def start(self, cold: bool = False, snapshot: Snapshot | None = None) -> None:
+        """Boot, or restore `snapshot` (suspend, clone), or, unless `cold`, restore this
+        shape's template when there is a usable one. `self.warm` says which happened."""
         binary = self.launcher.require_binary()
         if self.plan.network == "user":
             check_ports_free(self.plan.ports)
-        token = secrets.token_hex(16)
+        delivered = await asyncio.to_thread(delivered_files, self.plan)
+        self.key = template_key(self.plan, artifacts_to_json(self.artifacts), delivered)
+        self.warm = snapshot or (None if cold else self.usable_template())
+        token = self.warm.token if self.warm else secrets.token_hex(16)
         # file work, mkfs and `ip` run in a thread: a daemon's event loop never blocks
-        await asyncio.to_thread(self._prepare_host, token)
+        await asyncio.to_thread(self._prepare_host, token, delivered)
         self.started_at = time.monotonic()
         self.helpers = await start_virtiofsd(self.plan, self.dir.sockets, self.dir.qemu_log)
-        locks = lock_volumes(self.plan)
-        try:
-            with self.dir.qemu_log.open("ab") as log:
-                self.process = await asyncio.create_subprocess_exec(
-                    binary, *self.launcher.argv()[1:], stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log, stderr=log, pass_fds=locks,
-                    start_new_session=True,  # Ctrl-C reaches cove, which stops it gracefully
-                    preexec_fn=die_with_parent if self.bound_to_owner else None)
-        finally:
-            for fd in locks:  # the hypervisor holds them now, for as long as it runs
-                os.close(fd)
-        write_atomic(self.dir.pidfile, f"{self.process.pid}\n")
-        write_json(self.dir.run / BOOT_RECORD, artifacts_to_json(self.artifacts))
-        await self.launcher.after_spawn()
+        await self._spawn(binary)
         self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame, token)
-        await self._await_agent(self.agent)
+        if self.warm is not None:
+            await self._await_agent(self.agent, self.launcher.wait_incoming(BOOT_TIMEOUT))
+            await become_new_instance(self.agent, self.plan, self.dir)
+        else:
+            await self.launcher.after_spawn()
+            await self._await_agent(self.agent)
         self.ready_at = time.monotonic()
         await self.forward_static_ports()
 
-    def _prepare_host(self, token: str) -> None:
+    def usable_template(self) -> Snapshot | None:
+        """This shape's template, if nothing forbids restoring it (else `why_cold` says)."""
+        blockers = snapshot_blockers(self.plan)
+        template = find_template(self.home, self.key)
+        if blockers or template is None:
+            self.why_cold = "; ".join(blockers) or "no template for this shape yet"
+            return None
+        changed = template.changed_disks()
+        if changed:
+            self.why_cold = "; ".join(changed)
+            return None
+        return template
+
+    async def _spawn(self, binary: str) -> None:
+        locks = lock_volumes(self.plan)
+        state = os.open(self.warm.state, os.O_RDONLY | os.O_CLOEXEC) if self.warm else None
+        fds = [*locks, *([state] if state is not None else [])]
+        argv = self.launcher.incoming_argv(state) if state is not None else \
+            self.launcher.argv()
+        try:
+            with self.dir.qemu_log.open("ab") as log:
+                self.process = await asyncio.create_subprocess_exec(
+                    binary, *argv[1:], stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log, stderr=log, pass_fds=fds,
+                    start_new_session=True,  # Ctrl-C reaches cove, which stops it gracefully
+                    preexec_fn=die_with_parent if self.bound_to_owner else None)
+        finally:
+            for fd in fds:  # the hypervisor holds the locks now, for as long as it runs
+                os.close(fd)
+        write_atomic(self.dir.pidfile, f"{self.process.pid}\n")
+        write_json(self.dir.run / BOOT_RECORD, artifacts_to_json(self.artifacts))
+
+    def _prepare_host(self, token: str, delivered: dict[str, bytes]) -> None:
         """Everything on the host before the hypervisor starts (blocking; in a thread)."""
         network_env = self.join_network()
         write_atomic(self.dir.token, token)
-        config = boot_config(self.plan, self.artifacts, network_env)
+        config = boot_config(self.plan, self.artifacts, network_env, delivered)
         boot = dataclasses.replace(config, agent={**config.agent, "token": token})
         write_initrd(self.artifacts.initramfs, boot, self.dir.initrd)
         if self.plan.nix_outputs:
-            add_gc_roots(Path(self.plan.nix_root), self.dir.root.parent.parent,
-                         self.plan.name, self.plan.nix_outputs)
-        prepare_drives(self.plan, self.dir.sockets)
+            add_gc_roots(Path(self.plan.nix_root), self.home, self.plan.name,
+                         self.plan.nix_outputs)
+        prepare_drives(self.plan, self.dir.sockets,
+                       self.warm.overlays if self.warm else None)
         self.dir.qemu_log.write_bytes(b"")
         self.launcher.prepare()
+
+    async def save(self, kind: str, resume: bool, freeze_volumes: bool = False) -> Snapshot:
+        """Save this VM's state as a snapshot; with `resume` it runs on afterwards."""
+        if blockers := snapshot_blockers(self.plan):
+            raise CoveError(f"{self.plan.name} cannot be saved: {'; '.join(blockers)}")
+        try:
+            return await save_snapshot(self, kind, freeze_volumes)
+        finally:
+            if resume and self.running:
+                await self.launcher.unpause()
+
+    @property
+    def home(self) -> Path:
+        return self.dir.root.parent.parent
 
     def join_network(self) -> dict[str, str]:
         """On a cove network: the VM's address, and its tap on the bridge."""
@@ -196,10 +246,12 @@ class Machine:
         for port in self.plan.ports:
             await self.forwards.add(port, existing=True)
 
-    async def _await_agent(self, agent: AgentClient) -> None:
+    async def _await_agent(self, agent: AgentClient, first: Any = None) -> None:
+        """Until the agent answers (after `first`, a restore's load), or the VM dies."""
         assert self.process is not None
         exited = asyncio.create_task(self.process.wait())
-        hello = asyncio.create_task(self._connect_and_greet(agent))
+        hello = asyncio.create_task(self._after(first, self._connect_and_greet(agent)))
+        hello.add_done_callback(lambda task: task.cancelled() or task.exception())
         done, _ = await asyncio.wait({exited, hello}, timeout=BOOT_TIMEOUT,
                                      return_when=asyncio.FIRST_COMPLETED)
         if hello in done and hello.exception() is None:
@@ -213,8 +265,17 @@ class Machine:
         # the channel closes a moment before QEMU exits: wait for the exit status
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(exited, QUIT_TIMEOUT)
+        if self.process.returncode is None and hello in done:
+            failure = hello.exception()
+            raise BootError(f"the guest did not come up: {failure}", self.diagnosis())
         raise BootError(f"the guest stopped while booting (QEMU exit "
                         f"{self.process.returncode})", self.diagnosis())
+
+    @staticmethod
+    async def _after(first: Any, then: Any) -> None:
+        if first is not None:
+            await first
+        await then
 
     async def _connect_and_greet(self, agent: AgentClient) -> None:
         await agent.connect()

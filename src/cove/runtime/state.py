@@ -40,7 +40,9 @@ class VmRecord:
     spec_file: str = ""
     created: float = 0.0
     forwards: tuple[tuple[str, bool], ...] = ()  # added at run time: ("[bind:]host:guest", tunnel)
-    phase: str = "booting"  # saved before the hypervisor starts; "running" once it answered
+    phase: str = "booting"  # saved before the hypervisor starts; "running" once it answered;
+    # "suspended" while its state is on disk
+    snapshot: str = ""  # the snapshot this VM needs: its suspend image, or its clone source
 
     @property
     def name(self) -> str:
@@ -50,7 +52,8 @@ class VmRecord:
         return {"plan": self.plan.to_json(), "artifacts": artifacts_to_json(self.artifacts),
                 "restart": {"policy": self.restart.policy.value, "max": self.restart.max},
                 "spec_file": self.spec_file, "created": self.created,
-                "forwards": [list(f) for f in self.forwards], "phase": self.phase}
+                "forwards": [list(f) for f in self.forwards], "phase": self.phase,
+                "snapshot": self.snapshot}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VmRecord:
@@ -58,7 +61,7 @@ class VmRecord:
                    VmRestart(Restart(data["restart"]["policy"]), data["restart"]["max"]),
                    data.get("spec_file", ""), data.get("created", 0.0),
                    tuple((str(p), bool(t)) for p, t in data.get("forwards", [])),
-                   str(data.get("phase", "running")))
+                   str(data.get("phase", "running")), str(data.get("snapshot", "")))
 
     def save(self, path: Path) -> None:
         write_atomic(path, json.dumps(self.to_json(), indent=1))

@@ -110,16 +110,19 @@ def volume_in_use(path: Path) -> bool:
     return False
 
 
-def create_overlay(drive: Drive, paths: RunPaths) -> None:
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", drive.path,
+def create_overlay(drive: Drive, paths: RunPaths, saved: str | None = None) -> None:
+    """A throw-away qcow2 over the volume, or over the overlay a snapshot saved (whose own
+    base is the volume), so a restored VM sees its disk as it was at the save."""
+    base, form = (saved, "qcow2") if saved else (drive.path, "raw")
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", form, "-b", base,
          str(paths.overlay(drive.id))], what="qemu-img create")
 
 
-def prepare_drives(plan: Plan, paths: RunPaths) -> None:
+def prepare_drives(plan: Plan, paths: RunPaths, saved: dict[str, str] | None = None) -> None:
     for drive in plan.drives:
         create_volume(drive)
         if plan.ephemeral:
-            create_overlay(drive, paths)
+            create_overlay(drive, paths, (saved or {}).get(drive.id))
 
 
 def virtiofsd_argv(share: PlannedShare, paths: RunPaths, rootless: bool = False) -> list[str]:

@@ -16,12 +16,15 @@ from cove.errors import CoveError
 from cove.runtime.agent_client import Frame
 from cove.runtime.journal import Journal, LineSplitter
 from cove.runtime.machine import Machine
+from cove.runtime.snapshots import Snapshot
 from cove.runtime.state import VmRecord
 from cove.runtime.vmdir import VmDir
+from cove.runtime.vmstate import keep_template, summarize_health
 from cove.spec.model import Port, Restart
 from cove.spec.overrides import parse_port
 from cove.tasks import background
 
+TEMPLATE_WAIT = 300.0  # a VM not healthy by then gets no template from this boot
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -35,28 +38,6 @@ def vm_should_restart(policy: Restart, clean: bool) -> bool:
 
 def vm_backoff(attempt: int) -> float:
     return float(min(BACKOFF_FIRST * 2 ** max(attempt - 1, 0), BACKOFF_MAX))
-
-
-def summarize_health(services: dict[str, dict[str, Any]], declared: list[str]) -> str:
-    """One word for `ls`: healthy, starting, unhealthy, or - with no services."""
-    if not services and not declared:
-        return "-"
-    words = {"starting"} if set(declared) - set(services) else set()
-    for service in services.values():
-        if service.get("health"):
-            words.add(service["health"])
-        elif service.get("state") == "running":
-            words.add("healthy")
-        elif service.get("state") in ("failed",):
-            words.add("unhealthy")
-        elif service.get("state") == "exited" and service.get("exit_code") == 0:
-            words.add("healthy")
-        else:
-            words.add("starting")
-    for word in ("unhealthy", "starting"):
-        if word in words:
-            return word
-    return "healthy"
 
 
 def process_usage(pid: int) -> tuple[float, int]:
@@ -98,6 +79,7 @@ class VmSupervisor:
         self.error = ""
         self.watcher: asyncio.Task[None] | None = None
         self.cpu_sample: tuple[float, float] | None = None
+        self.saver: asyncio.Task[None] | None = None
         self.cpu_percent: float | None = None
 
     @property
@@ -149,14 +131,15 @@ class VmSupervisor:
         return Machine(self.record.plan, self.record.artifacts, self.dir, self.on_frame,
                        bound_to_owner=False)
 
-    async def boot(self) -> None:
-        """Start QEMU; returns when the agent answers. Raises with the reason otherwise."""
+    async def boot(self, cold: bool = False, snapshot: Snapshot | None = None) -> None:
+        """Start the VM (warm from a template where one fits, unless `cold`; or from
+        `snapshot`); returns when the agent answers. Raises with the reason otherwise."""
         machine = self.new_machine()
         machine.claim()
         self.machine, self.state, self.clean_exit = machine, "starting", False
         self.services = {}  # what a previous boot said no longer holds
         try:
-            await machine.start()
+            await machine.start(cold=cold, snapshot=snapshot)
         except BaseException as error:
             self.state, self.error = "failed", str(error)
             with contextlib.suppress(Exception):
@@ -165,7 +148,25 @@ class VmSupervisor:
             raise
         self.started(machine)
         await self.restore_forwards(machine, adopted=False)
-        self.emit("started", pid=machine.process.pid if machine.process else None)
+        if machine.warm is not None:
+            await self.refresh_services()  # the restored services are as they were: healthy
+        self.emit("started", pid=machine.process.pid if machine.process else None,
+                  warm=machine.warm.id if machine.warm else None, why_cold=machine.why_cold,
+                  seconds=round(machine.ready_at - machine.started_at, 3))
+        if machine.warm is None:
+            self.saver = background(self.save_template(machine))
+
+    async def save_template(self, machine: Machine) -> None:
+        """After a cold boot, the template that makes the next start of this shape warm."""
+        started = time.monotonic()
+        try:
+            snapshot = await keep_template(machine, TEMPLATE_WAIT)
+        except Exception as error:  # only the next warm start is lost
+            self.emit("template-failed", error=str(error))
+            return
+        if snapshot is not None:
+            self.emit("template-saved", snapshot=snapshot.id, size=snapshot.size,
+                      seconds=round(time.monotonic() - started, 3))
 
     async def adopt(self, timeout: float) -> None:
         machine = self.new_machine()
@@ -247,7 +248,7 @@ class VmSupervisor:
     async def watch(self, machine: Machine) -> None:
         await self.refresh_services()
         code = await machine.wait()
-        if self.stopping:
+        if self.stopping or self.state in ("suspending", "suspended"):
             return
         await machine.release()
         clean = self.clean_exit or code == 0
@@ -280,6 +281,8 @@ class VmSupervisor:
         """Stop the VM; `final` (down) also closes its log. A restart keeps the log open,
         so `logs -f` followers go on seeing the next boot's output."""
         self.stopping = True
+        if self.saver is not None:
+            self.saver.cancel()
         if self.watcher is not None:
             self.watcher.cancel()
         if self.machine is not None:
@@ -317,10 +320,14 @@ class VmSupervisor:
         return {
             "name": self.name, "state": self.state,
             "health": summarize_health(self.services, list(
-                self.record.plan.agent_config.get("services", {}))) if self.state == "running"
-            else "-",
+                self.record.plan.agent_config.get("services", {})))
+            if self.state in ("running", "paused") else "-",
             "ports": [str(p) for p in self.record.plan.ports],
-            "uptime": round(time.time() - self.since, 1) if self.state == "running" else None,
+            "uptime": round(time.time() - self.since, 1)
+            if self.state in ("running", "paused") else None,
+            "warm": self.machine.warm.id if self.machine and self.machine.warm else None,
+            "why_cold": self.machine.why_cold if self.machine else "",
+            "snapshot": self.record.snapshot or None,
             "cpu_percent": cpu, "rss_bytes": rss, "restarts": self.restarts,
             "services": self.services, "error": self.error,
             "pid": self.machine.process.pid if self.machine and self.machine.process else None,

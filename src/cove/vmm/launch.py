@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 from qemu.qmp import QMPClient
 
-from cove.errors import die
+from cove.errors import CoveError, die
 from cove.fsutil import write_json
 from cove.plan import AGENT_VSOCK_PORT, Plan
 from cove.spec.model import Hypervisor
@@ -23,6 +26,8 @@ from cove.vmm.rest import RestClient
 from cove.vmm.vsock import Connector, af_vsock_connector, hybrid_connector, unix_connector
 
 CONTROL_TIMEOUT = 3.0
+SAVE_TIMEOUT = 60.0
+MIGRATE_BANDWIDTH = 16 * 2**30  # bytes/s: no cap worth the name
 
 
 # How to get each hypervisor, for the error when its binary is missing.
@@ -74,6 +79,30 @@ class Launcher:
         """Stop the hypervisor through its control channel; False if that failed."""
         return False
 
+    # -- VM state: pause, save, restore (QEMU only on this host; see docs/snapshots.md) ----
+    snapshots = False
+
+    def refuse_state(self, what: str) -> CoveError:
+        return CoveError(f"{what} is not wired for {self.plan.hypervisor} yet",
+                         'use hypervisor = "qemu" for pause, suspend, clones and warm starts')
+
+    async def pause(self) -> None:
+        raise self.refuse_state("pause")
+
+    async def unpause(self) -> None:
+        raise self.refuse_state("resume")
+
+    async def save_state(self, path: Path) -> int:
+        """Stop the vCPUs and write the VM's state to `path`; the VM stays paused."""
+        raise self.refuse_state("saving a snapshot")
+
+    def incoming_argv(self, fd: int) -> list[str]:
+        """argv that starts the hypervisor loading a saved state from fd (then it runs)."""
+        raise self.refuse_state("restoring a snapshot")
+
+    async def wait_incoming(self, timeout: float) -> None:
+        raise self.refuse_state("restoring a snapshot")
+
     async def rest(self, calls: list[tuple[str, str, object]]) -> bool:
         try:
             await asyncio.wait_for(RestClient(self.paths.api, self.plan.hypervisor).run(calls),
@@ -121,6 +150,75 @@ class QemuLauncher(Launcher):
 
     async def quit(self) -> bool:
         return await self.qmp("quit")
+
+    snapshots = True
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[QMPClient]:
+        client = QMPClient(self.plan.name)
+        await asyncio.wait_for(client.connect(str(self.paths.qmp)), CONTROL_TIMEOUT)
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+
+    async def pause(self) -> None:
+        async with self.session() as client:
+            await asyncio.wait_for(client.execute("stop"), CONTROL_TIMEOUT)
+
+    async def unpause(self) -> None:
+        async with self.session() as client:
+            await asyncio.wait_for(client.execute("cont"), CONTROL_TIMEOUT)
+
+    async def save_state(self, path: Path) -> int:
+        """QMP stop, then migrate to a file QEMU gets as an fd over the QMP socket (no shell
+        in between): zero pages are not written. Returns the file's size."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            async with self.session() as client:
+                await client.execute("stop")
+                # the VM is stopped: nothing gets dirty, so copy as fast as the disk takes it
+                await client.execute("migrate-set-parameters",
+                                     {"max-bandwidth": MIGRATE_BANDWIDTH})
+                client.send_fd_scm(fd)
+                await client.execute("getfd", {"fdname": "cove-state"})
+                await client.execute("migrate", {"uri": "fd:cove-state"})
+                await migration_done(client, SAVE_TIMEOUT)
+        finally:
+            os.close(fd)
+        return path.stat().st_size
+
+    def incoming_argv(self, fd: int) -> list[str]:
+        return [*self.argv(), "-incoming", f"fd:{fd}"]
+
+    async def wait_incoming(self, timeout: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.paths.qmp.exists():
+            if asyncio.get_running_loop().time() > deadline:
+                raise CoveError("QEMU did not start to load the snapshot")
+            await asyncio.sleep(0.005)
+        async with self.session() as client:
+            await migration_done(client, timeout)
+            # the state was saved with the vCPUs stopped, and QEMU keeps that run state
+            await client.execute("cont")
+
+
+async def migration_done(client: QMPClient, timeout: float) -> None:
+    """Poll query-migrate until the save or the load is complete."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        reply = await client.execute("query-migrate")
+        info: dict[str, object] = reply if isinstance(reply, dict) else {}
+        status = info.get("status")
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled"):
+            raise CoveError(f"QEMU's migration {status}: {info.get('error-desc', '')}",
+                            "a device that cannot migrate (virtiofs, 9p) blocks snapshots")
+        if asyncio.get_running_loop().time() > deadline:
+            raise CoveError(f"QEMU's migration did not complete within {timeout:.0f} s")
+        await asyncio.sleep(0.005)
 
 
 class FirecrackerLauncher(Launcher):

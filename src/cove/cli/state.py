@@ -1,0 +1,98 @@
+"""The commands for a VM's state: pause, resume, suspend, clone, snapshot ls/rm."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.argument("name")
+def pause(name: str) -> None:
+    """Stop a VM's vCPUs (it keeps its memory; `cove resume` goes on at once)."""
+    from cove.client import Client
+
+    Client().state_change(name, "pause")
+    click.echo(f"{name} paused")
+
+
+@click.command()
+@click.argument("name")
+def resume(name: str) -> None:
+    """Go on with a paused VM, or restore a suspended one (ports, volumes, logs as before)."""
+    import time
+
+    from cove.client import Client
+
+    started = time.monotonic()
+    vm = Client().state_change(name, "resume")
+    click.echo(f"{name} is {vm['state']} ({time.monotonic() - started:.2f} s)")
+
+
+@click.command()
+@click.argument("name")
+def suspend(name: str) -> None:
+    """Save a VM's state to disk and end its hypervisor: the host gets the memory back."""
+    from cove.client import Client
+
+    vm = Client().state_change(name, "suspend")
+    click.echo(f"{name} suspended (snapshot {vm['snapshot']})")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--count", "-n", default=1, show_default=True, help="How many clones.")
+@click.option("--prefix", default=None, help="Clone names: PREFIX1, PREFIX2, ... "
+              "(default: NAME-).")
+@click.option("-p", "--publish", "ports", multiple=True, metavar="[BIND:]HOST:GUEST",
+              help="Forward HOST+i-1 to GUEST for clone i (without -p: no ports).")
+def clone(name: str, count: int, prefix: str | None, ports: tuple[str, ...]) -> None:
+    """New VMs from NAME's current state (NAME pauses only for the save and runs on)."""
+    import time
+
+    from cove.client import Client
+
+    started = time.monotonic()
+    clones = Client().clone(name, count, prefix, ports)
+    for vm in clones:
+        click.echo(f"{vm['name']}  {', '.join(vm['ports']) or '-'}")
+    click.echo(f"{len(clones)} clone(s) of {name} up in {time.monotonic() - started:.2f} s")
+
+
+@click.group()
+def snapshot() -> None:
+    """Saved VM states: templates (warm starts), suspend images, clone sources."""
+
+
+@snapshot.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+def snapshot_ls(as_json: bool) -> None:
+    """List snapshots: ID KIND VM SIZE AGE USED-BY."""
+    import time
+
+    from tabulate import tabulate
+
+    from cove.cli.vms import human_duration
+    from cove.client import Client
+
+    found = Client().snapshots()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    rows = [[s["id"], s["kind"], s["vm"], f"{s['size'] / 2**20:.0f}MiB",
+             human_duration(time.time() - s["created"]), s["used_by"] or "-"] for s in found]
+    click.echo(tabulate(rows, headers=["ID", "KIND", "VM", "SIZE", "AGE", "USED-BY"],
+                        tablefmt="plain"))
+
+
+@snapshot.command(name="rm")
+@click.argument("ids", nargs=-1, required=True)
+def snapshot_rm(ids: tuple[str, ...]) -> None:
+    """Remove snapshots (refused for one a VM still needs)."""
+    from cove.client import Client
+
+    client = Client()
+    for ident in ids:
+        client.remove_snapshot(ident)
+        click.echo(f"{ident} removed")
