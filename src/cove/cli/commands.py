@@ -108,8 +108,8 @@ def plan_for(spec: Spec, accel: str | None, with_services: bool = True,
 
 
 def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
-                 as_json: bool) -> None:
-    spec = load_spec(spec_path)
+                 as_json: bool, flags: Overrides | None = None) -> None:
+    spec = load_with(spec_path, flags or Overrides())
     chosen = Hypervisor(hypervisor) if hypervisor else None
     plan, artifacts = plan_for(spec, accel, hypervisor=chosen)
     vm_dir = VmDir.for_name(spec.name)

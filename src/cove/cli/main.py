@@ -130,12 +130,15 @@ def build(spec: Path, flake: str | None, as_json: bool) -> None:
                                                  "cloud-hypervisor", "crosvm", "kvmtool"]),
               default=None, help="Show what this hypervisor would be given.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
-def plan(spec: Path, accel: str | None, hypervisor: str | None, as_json: bool) -> None:
+@vm_options
+def plan(spec: Path, accel: str | None, hypervisor: str | None, as_json: bool,
+         **flags: Any) -> None:
     """Show the resolved plan: hypervisor and accel and why, kernel, modules, command line,
-    and the argv (or config and API calls) the hypervisor gets."""
+    and the argv (or config and API calls) the hypervisor gets, for the spec with the
+    same flags as `run` and `up`, and whether a start would be warm."""
     from cove.cli.commands import plan_command
 
-    plan_command(spec, accel, hypervisor, as_json)
+    plan_command(spec, accel, hypervisor, as_json, overrides(**flags))
 
 
 COLD_OPT = click.option("--cold", is_flag=True,

@@ -80,6 +80,7 @@ class VmSupervisor:
         self.watcher: asyncio.Task[None] | None = None
         self.cpu_sample: tuple[float, float] | None = None
         self.saver: asyncio.Task[None] | None = None
+        self.saving = False
         self.cpu_percent: float | None = None
 
     @property
@@ -156,14 +157,19 @@ class VmSupervisor:
         if machine.warm is None:
             self.saver = background(self.save_template(machine))
 
+    def mark_saving(self) -> None:
+        self.saving = True
+
     async def save_template(self, machine: Machine) -> None:
         """After a cold boot, the template that makes the next start of this shape warm."""
         started = time.monotonic()
         try:
-            snapshot = await keep_template(machine, TEMPLATE_WAIT)
+            snapshot = await keep_template(machine, TEMPLATE_WAIT, self.mark_saving)
         except Exception as error:  # only the next warm start is lost
             self.emit("template-failed", error=str(error))
             return
+        finally:
+            self.saving = False
         if snapshot is not None:
             self.emit("template-saved", snapshot=snapshot.id, size=snapshot.size,
                       seconds=round(time.monotonic() - started, 3))
@@ -282,6 +288,9 @@ class VmSupervisor:
         so `logs -f` followers go on seeing the next boot's output."""
         self.stopping = True
         if self.saver is not None:
+            if self.saving:  # a save under way takes a second: let it finish
+                with contextlib.suppress(Exception):
+                    await self.saver
             self.saver.cancel()
         if self.watcher is not None:
             self.watcher.cancel()

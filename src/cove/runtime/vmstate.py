@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -116,7 +117,8 @@ async def until_healthy(agent: AgentClient, declared: list[str], timeout: float)
     return False
 
 
-async def keep_template(machine: Machine, timeout: float) -> Snapshot | None:
+async def keep_template(machine: Machine, timeout: float,
+                        saving: Callable[[], None] = lambda: None) -> Snapshot | None:
     """After a cold boot: once every service is healthy, save this shape's template (the
     VM pauses for the save, then runs on), unless one exists or the VM cannot be saved."""
     if machine.warm is not None or machine.agent is None or snapshot_blockers(machine.plan) \
@@ -125,4 +127,5 @@ async def keep_template(machine: Machine, timeout: float) -> Snapshot | None:
     declared = list(machine.plan.agent_config.get("services", {}))
     if not await until_healthy(machine.agent, declared, timeout):
         return None
+    saving()
     return await machine.save("template", resume=True)

@@ -1,0 +1,178 @@
+"""VM state on real guests: warm starts from templates, cold starts after every kind of input
+change, pause/resume, suspend across a daemon kill, clones with identities of their own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.vm.conftest import (
+    HELLO,
+    cove,
+    daemon_pid,
+    fetch,
+    free_port,
+    ls,
+    qemu_pids_for,
+    wait_for,
+    write_spec,
+)
+
+pytestmark = pytest.mark.vm
+SERVED = "<h1>Hello from cove!</h1>\n"
+
+
+def events(kind: str, vm: str) -> list[dict[str, Any]]:
+    return [e for e in map(json.loads, cove("events", "--vm", vm, "-n", "1000").stdout
+                           .splitlines()) if e["kind"] == kind]
+
+
+def started(vm: str) -> dict[str, Any]:
+    """The last boot's `started` event: warm (the snapshot id) or cold (and why)."""
+    return [e for e in events("started", vm) if "svc" not in e][-1]
+
+
+def up_with_template(spec: Path, *flags: str, name: str = "hello") -> str:
+    """`cove up` cold, until the template is saved; returns its id."""
+    saved = len(events("template-saved", name))
+    cove("up", str(spec), "-d", *flags)
+    wait_for(lambda: len(events("template-saved", name)) > saved, 60, "the template")
+    return str(events("template-saved", name)[-1]["snapshot"])
+
+
+def spec_copy(tmp_path: Path, top: str = "") -> Path:
+    """hello without its fixed port; `top` holds top-level keys (before any table)."""
+    return write_spec(tmp_path / "hello", top + HELLO.read_text().split("[[ports]]")[0])
+
+
+def test_warm_start_and_cold_after_any_input_change(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "a").write_text("one")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "s").write_text("two")
+    spec = spec_copy(tmp_path, f'config = "{tmp_path / "config"}"\n'
+                               f'secrets = "{tmp_path / "secrets"}"\n')
+    port = free_port()
+    template = up_with_template(spec, "-p", f"{port}:8080")
+    cove("down", "hello")
+    result = cove("up", str(spec), "-d", "-p", f"{port}:8080")
+    assert f"warm start from snapshot {template}" in result.stderr
+    assert started("hello")["warm"] == template
+    assert fetch(port) == SERVED and ls(home)["hello"]["health"] == "healthy"
+    assert cove("exec", "hello", "--", "cat", "/config/a").stdout == "one"
+    cove("down", "hello")
+    changes: list[tuple[str, tuple[str, ...]]] = [
+        ("env", ("-e", "NEW=1")), ("memory", ()), ("config", ()), ("secrets", ()),
+        ("cold flag", ("--cold",))]
+    for what, flags in changes:
+        if what == "memory":
+            (spec / "cove.toml").write_text((spec / "cove.toml").read_text()
+                                            .replace('memory = "256M"', 'memory = "320M"'))
+        if what in ("config", "secrets"):
+            (tmp_path / what / ("a" if what == "config" else "s")).write_text("changed")
+        cove("up", str(spec), "-d", "--no-wait", *flags)
+        assert started("hello")["warm"] is None, what  # never a restore into another shape
+        cove("down", "hello")
+
+
+def test_pause_and_resume(home: Path, tmp_path: Path) -> None:
+    port = free_port()
+    cove("up", str(spec_copy(tmp_path)), "--name", "pausing", "-d", "-p", f"{port}:8080")
+    try:
+        cove("pause", "pausing")
+        assert ls(home)["pausing"]["state"] == "paused"
+        assert fetch(port) is None  # nothing runs: the request times out
+        time.sleep(3)
+        assert ls(home)["pausing"]["health"] == "healthy"  # a pause is not a failure
+        cove("resume", "pausing")
+        assert fetch(port) == SERVED
+        vm = ls(home)["pausing"]
+        assert vm["state"] == "running" and vm["health"] == "healthy"
+    finally:
+        cove("down", "pausing")
+
+
+def test_suspend_survives_a_daemon_kill(home: Path, tmp_path: Path) -> None:
+    port = free_port()
+    cove("up", str(spec_copy(tmp_path)), "--name", "sleeper", "-d", "-p", f"{port}:8080",
+         "-v", "sleepvol:/data:32")
+    cove("exec", "sleeper", "--", "sh", "-c", "echo kept > /data/f; sync")
+    pids = set(qemu_pids_for(home))
+    cove("suspend", "sleeper")
+    assert ls(home)["sleeper"]["state"] == "suspended"
+    wait_for(lambda: len(set(qemu_pids_for(home)) & pids) < len(pids), 20, "QEMU to go")
+    daemon = daemon_pid(home)
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: daemon_pid(home) is None, 10, "the daemon to die")
+    assert ls(home)["sleeper"]["state"] == "suspended"  # a new daemon knows it
+    cove("resume", "sleeper")
+    assert fetch(port) == SERVED
+    assert cove("exec", "sleeper", "--", "cat", "/data/f").stdout == "kept\n"
+    cove("down", "sleeper")
+    assert not [s for s in json.loads(cove("snapshot", "ls", "--json").stdout)
+                if s["kind"] == "suspend"]  # the suspend image went with the resume
+
+
+def test_clones_answer_each_with_its_own_identity(home: Path, tmp_path: Path) -> None:
+    port = free_port()
+    cove("up", str(spec_copy(tmp_path)), "--name", "origin", "-d")
+    try:
+        result = cove("clone", "origin", "--count", "5", "-p", f"{port}:8080")
+        assert "5 clone(s) of origin up" in result.stdout
+        for index in range(5):
+            assert fetch(port + index) == SERVED, index
+        seen = [cove("exec", f"origin-{i}", "--", "sh", "-c",
+                     "hostname; cat /sys/class/net/eth0/address; "
+                     "head -c 16 /dev/urandom | od -An -tx1").stdout for i in range(1, 6)]
+        identities = [tuple(text.split("\n", 2)) for text in seen]
+        for column in range(3):
+            assert len({ident[column] for ident in identities}) == 5, identities
+        assert [ident[0] for ident in identities] == [f"origin-{i}" for i in range(1, 6)]
+        assert ls(home)["origin"]["state"] == "running"  # the source runs on
+    finally:
+        cove("down", "--all")
+
+
+def test_share_and_written_volume_force_a_cold_boot(home: Path, tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    spec = spec_copy(tmp_path)
+    plan = cove("plan", str(spec), "--share", f"{share}:/s")
+    assert "never: it always boots cold, because a virtiofs share blocks" in plan.stdout
+    volume = ("-v", "warmvol:/data:32")
+    up_with_template(spec, *volume, name="hello")
+    cove("exec", "hello", "--", "sh", "-c", "echo after > /data/f; sync")  # after the save
+    cove("down", "hello")
+    assert "was written after the snapshot was saved" in cove("plan", str(spec),
+                                                               *volume).stdout
+    cove("up", str(spec), "-d", *volume)
+    assert started("hello")["warm"] is None
+    assert "written after the snapshot" in started("hello")["why_cold"]
+    cove("down", "hello")
+
+
+def test_snapshots_are_private_and_hold_the_secret_only_there(home: Path,
+                                                              tmp_path: Path) -> None:
+    secret = "s3cret-" + os.urandom(8).hex()
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "token").write_text(secret)
+    spec = spec_copy(tmp_path, f'secrets = "{tmp_path / "secrets"}"\n')
+    template = up_with_template(spec, "--name", "keeper", name="keeper")
+    cove("exec", "keeper", "--", "cat", "/run/secrets/token")  # in guest memory now
+    cove("down", "keeper")
+    directory = home / "snapshots" / template
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in directory.iterdir())
+    found = subprocess.run(["grep", "-rlF", secret, str(home), "--exclude-dir=cache"],
+                           capture_output=True, text=True, check=False).stdout.split()
+    assert found and all(f.startswith(str(home / "snapshots")) for f in found), found
+    cove("snapshot", "rm", template)
+    assert not directory.exists()
