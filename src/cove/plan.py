@@ -90,6 +90,7 @@ class Plan:
     nix_outputs: tuple[str, ...] = ()
     nix_closure: tuple[str, ...] = ()
     nix_root: str = "/"
+    idle_suspend_after: float = 0.0  # the daemon suspends it after this long idle
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -284,4 +285,5 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         vsock_cid=guest_cid(spec.name) if choice.hypervisor in AF_VSOCK_BACKENDS else GUEST_CID,
         delivery={key: str(path) for key, path in (("config", spec.config),
                                                     ("secrets", spec.secrets)) if path},
+        idle_suspend_after=spec.idle_suspend_after,
     )

@@ -30,7 +30,8 @@ command = "sleep 100000"
 '''
 CASES = int(os.environ.get("COVE_PROPERTY_CASES", "400"))
 # stopping or restarting the one VM would end the test's point; those routes get other names
-DESTRUCTIVE = {"/v1/vms/{name}/down", "/v1/vms/{name}/restart"}
+DESTRUCTIVE = {"/v1/vms/{name}/down", "/v1/vms/{name}/restart", "/v1/vms/{name}/pause",
+               "/v1/vms/{name}/suspend", "/v1/vms/{name}/clone"}
 
 
 def resolve(schema: dict[str, Any]) -> dict[str, Any]:

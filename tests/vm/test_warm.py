@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,20 @@ def test_snapshots_are_private_and_hold_the_secret_only_there(home: Path,
     assert found and all(f.startswith(str(home / "snapshots")) for f in found), found
     cove("snapshot", "rm", template)
     assert not directory.exists()
+
+
+def test_idle_suspend_then_resume_on_connect(home: Path, tmp_path: Path) -> None:
+    port = free_port()
+    spec = spec_copy(tmp_path)
+    (spec / "cove.toml").write_text((spec / "cove.toml").read_text() +
+                                    '\n[idle]\nsuspend_after = "3s"\n')
+    cove("up", str(spec), "--name", "dozer", "-d", "-p", f"{port}:8080")
+    try:
+        assert fetch(port) == SERVED  # served through the daemon's own listener
+        wait_for(lambda: ls(home)["dozer"]["state"] == "suspended", 60, "the idle suspend")
+        assert events("idle-suspended", "dozer")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60) as response:
+            assert response.read().decode() == SERVED  # the waking request is answered
+        assert ls(home)["dozer"]["state"] == "running" and events("woken", "dozer")
+    finally:
+        cove("down", "dozer")

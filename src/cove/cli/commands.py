@@ -104,6 +104,12 @@ def plan_for(spec: Spec, accel: str | None, with_services: bool = True,
     artifacts = build_artifacts(spec)
     plan = make_plan(spec, host_facts(spec, accel, hypervisor), artifacts.kernel,
                      with_services, hypervisor, artifacts.nix_outputs, artifacts.nix_closure)
+    if plan.idle_suspend_after:
+        from cove.warm import snapshot_blockers
+
+        if blockers := snapshot_blockers(plan):
+            die(f"{spec.file}: idle.suspend_after needs snapshots, but "
+                + "; ".join(blockers), "remove [idle], or what blocks the snapshot")
     return plan, artifacts
 
 

@@ -321,16 +321,25 @@ def events(follow: bool, count: int, vm: str | None) -> None:
 @cli.command()
 @click.option("--apply", "apply_it", is_flag=True, help="Remove them (default: only list).")
 def gc(apply_it: bool) -> None:
-    """Remove cached artifacts no declared or running VM uses; a dry run unless --apply."""
+    """Remove cached artifacts no declared or running VM uses, and snapshots no VM needs
+    (older templates of a shape, suspend images and clone sources left behind); a dry run
+    unless --apply."""
     from cove.home import cove_home
     from cove.image.gc import collect
+    from cove.runtime.snapshots import remove_snapshot, unused_snapshots
 
     unused = collect(cove_home(), apply_it)
     verb = "removed" if apply_it else "unused"
     for entry in unused:
         click.echo(f"{verb}  {entry.size / 2**20:8.1f} MiB  {entry.path}")
-    total = sum(e.size for e in unused) / 2**20
-    click.echo(f"{len(unused)} entries, {total:.1f} MiB" +
+    snapshots = unused_snapshots(cove_home())
+    for snapshot in snapshots:
+        if apply_it:
+            remove_snapshot(snapshot)
+        click.echo(f"{verb}  {snapshot.size / 2**20:8.1f} MiB  snapshot {snapshot.id} "
+                   f"({snapshot.kind} of {snapshot.vm})")
+    total = (sum(e.size for e in unused) + sum(s.size for s in snapshots)) / 2**20
+    click.echo(f"{len(unused) + len(snapshots)} entries, {total:.1f} MiB" +
                ("" if apply_it or not unused else "; --apply removes them"))
 
 

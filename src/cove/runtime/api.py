@@ -331,6 +331,8 @@ async def exec_ws(request: web.Request) -> web.WebSocketResponse:
         await ws.close()
         return ws
     pump = asyncio.create_task(forward_input(ws, agent.send, channel))
+    activity = supervisor.machine.activity  # type: ignore[union-attr]
+    activity.opened()  # an exec session keeps an idle-suspending VM up
     try:
         while True:
             frame = await stream.queue.get()
@@ -338,6 +340,7 @@ async def exec_ws(request: web.Request) -> web.WebSocketResponse:
             if frame.get("t") == "exit":
                 break
     finally:
+        activity.closed()
         pump.cancel()
         agent.streams.pop(channel, None)
         await ws.close()

@@ -184,6 +184,8 @@ class Daemon:
     async def take_over(self, supervisor: VmSupervisor) -> None:
         if supervisor.record.phase == "suspended":
             supervisor.state = "suspended"  # its state waits on disk for `cove resume`
+            if supervisor.idle is not None:
+                await supervisor.keep_idle_watch()  # a connection wakes it
             return
         if supervisor.dir.running_pid() is not None:
             try:

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import errno
 import socket
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,29 @@ def hostfwd_rule(port: Port) -> str:
     return f"{port.proto.value}:{port.bind}:{port.host}-:{port.guest}"
 
 
+class Activity:
+    """When a VM last did something for someone: open tunnel connections and exec sessions
+    keep it busy; `idle.suspend_after` counts from the last of them."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    def opened(self) -> None:
+        self.open += 1
+        self.touch()
+
+    def closed(self) -> None:
+        self.open -= 1
+        self.touch()
+
+    def idle_for(self) -> float:
+        return 0.0 if self.open else time.monotonic() - self.last
+
+
 class Forwards:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
@@ -107,7 +131,7 @@ class Forwards:
                 "UDP forwards need network = \"user\" on QEMU")
         try:
             server = await asyncio.start_server(
-                lambda r, w: self._connection(r, w, port.guest), port.bind, port.host)
+                lambda r, w: self.tunnel(r, w, port.guest), port.bind, port.host)
         except OSError as error:
             die(f"host port {port.bind}:{port.host} cannot be forwarded: {error.strerror}",
                 f"pick another host port, e.g. -p {port.host + 1}:{port.guest}")
@@ -135,8 +159,17 @@ class Forwards:
         self.servers.clear()
         self.active.clear()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          guest_port: int) -> None:
+    async def tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     guest_port: int) -> None:
+        """One host connection, relayed to 127.0.0.1:<guest_port> in the guest."""
+        self.machine.activity.opened()
+        try:
+            await self._relay(reader, writer, guest_port)
+        finally:
+            self.machine.activity.closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     guest_port: int) -> None:
         agent = self.machine.agent
         try:
             if agent is None:
@@ -148,6 +181,7 @@ class Forwards:
         upstream = background(self._upstream(reader, agent, channel))
         try:
             while (frame := await stream.queue.get()).get("t") == "out":
+                self.machine.activity.touch()
                 writer.write(base64.b64decode(frame["data"]))
                 await writer.drain()
         except ConnectionError:
@@ -160,5 +194,6 @@ class Forwards:
     async def _upstream(self, reader: asyncio.StreamReader, agent: Any, channel: int) -> None:
         with contextlib.suppress(ConnectionError, CoveError):
             while data := await reader.read(65536):
+                self.machine.activity.touch()
                 agent.send({"t": "in", "ch": channel, "data": base64.b64encode(data).decode()})
             agent.send({"t": "in", "ch": channel, "eof": True})

@@ -25,7 +25,7 @@ from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.image.sources.nix import add_gc_roots, remove_gc_roots
 from cove.plan import Plan
 from cove.runtime.agent_client import AgentClient, AgentError, Frame
-from cove.runtime.forward import Forwards, check_ports_free
+from cove.runtime.forward import Activity, Forwards, check_ports_free
 from cove.runtime.network import attach, detach
 from cove.runtime.process import Adopted, VmProcess
 from cove.runtime.snapshots import Snapshot, find_template
@@ -91,6 +91,7 @@ class Machine:
         self.ready_at = 0.0
         self.helpers: list[asyncio.subprocess.Process] = []  # virtiofsd
         self.forwards = Forwards(self)
+        self.activity = Activity()
         self.key = ""  # the template key of this VM's shape (see cove/warm.py)
         self.warm: Snapshot | None = None  # what this start restored, if it did
         self.why_cold = ""
@@ -147,8 +148,8 @@ class Machine:
         """Boot, or restore `snapshot` (suspend, clone), or, unless `cold`, restore this
         shape's template when there is a usable one. `self.warm` says which happened."""
         binary = self.launcher.require_binary()
-        if self.plan.network == "user":
-            check_ports_free(self.plan.ports)
+        if self.plan.network == "user" and not self.plan.idle_suspend_after:
+            check_ports_free(self.plan.ports)  # (an idle-suspending VM's are the daemon's)
         delivered = await asyncio.to_thread(delivered_files, self.plan)
         self.key = template_key(self.plan, artifacts_to_json(self.artifacts), delivered)
         self.warm = snapshot or (None if cold else self.usable_template())
@@ -242,7 +243,9 @@ class Machine:
 
     async def forward_static_ports(self) -> None:
         """The spec's ports: QEMU has them from its argv on user networking; everywhere
-        else they become agent tunnels."""
+        else they become agent tunnels. An idle-suspending VM's are the daemon's."""
+        if self.plan.idle_suspend_after:
+            return
         for port in self.plan.ports:
             await self.forwards.add(port, existing=True)
 

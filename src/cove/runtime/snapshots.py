@@ -148,3 +148,30 @@ def copy_sparse(source: str, target: Path) -> None:
     run(["cp", "--sparse=always", "--reflink=auto", source, str(target)],
         what=f"copying {source}")
     target.chmod(0o600)
+
+
+def needed_snapshots(home: Path) -> set[str]:
+    """Snapshots VM records name: suspend images and clone sources."""
+    needed = set()
+    for record in (home / "vms").glob("*/vm.json"):
+        data = read_json_or(record, {})
+        if isinstance(data, dict) and data.get("snapshot"):
+            needed.add(str(data["snapshot"]))
+    return needed
+
+
+def unused_snapshots(home: Path) -> list[Snapshot]:
+    """What `cove gc` removes: suspend images and clone sources no VM needs any more, and
+    templates a newer template of the same shape replaced."""
+    needed = needed_snapshots(home)
+    newest: dict[str, Snapshot] = {}
+    unused = []
+    for snapshot in list_snapshots(home):  # oldest first
+        if snapshot.kind != "template":
+            if snapshot.id not in needed:
+                unused.append(snapshot)
+            continue
+        if snapshot.key in newest:
+            unused.append(newest[snapshot.key])
+        newest[snapshot.key] = snapshot
+    return unused

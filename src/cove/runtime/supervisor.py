@@ -14,6 +14,7 @@ from typing import Any
 
 from cove.errors import CoveError
 from cove.runtime.agent_client import Frame
+from cove.runtime.idle import IdleKeeper
 from cove.runtime.journal import Journal, LineSplitter
 from cove.runtime.machine import Machine
 from cove.runtime.snapshots import Snapshot
@@ -81,6 +82,7 @@ class VmSupervisor:
         self.cpu_sample: tuple[float, float] | None = None
         self.saver: asyncio.Task[None] | None = None
         self.saving = False
+        self.idle = IdleKeeper(self) if record.plan.idle_suspend_after else None
         self.cpu_percent: float | None = None
 
     @property
@@ -156,6 +158,13 @@ class VmSupervisor:
                   seconds=round(machine.ready_at - machine.started_at, 3))
         if machine.warm is None:
             self.saver = background(self.save_template(machine))
+
+    async def keep_idle_watch(self) -> None:
+        assert self.idle is not None
+        try:
+            await self.idle.start()
+        except OSError as error:
+            self.emit("idle-failed", error=str(error))
 
     def mark_saving(self) -> None:
         self.saving = True
@@ -247,6 +256,8 @@ class VmSupervisor:
 
     def started(self, machine: Machine) -> None:
         self.state, self.since, self.error = "running", time.time(), ""
+        if self.idle is not None:
+            background(self.keep_idle_watch())
         # CPU use is reported per interval between looks; the first interval starts at spawn
         self.cpu_sample = (machine.started_at, 0.0) if machine.started_at else None
         self.watcher = asyncio.create_task(self.watch(machine))
@@ -301,6 +312,8 @@ class VmSupervisor:
         self.state = "stopped"
         self.emit("stopped")
         if final:
+            if self.idle is not None:
+                self.idle.close()
             self.logs.close()
 
     async def restart(self, timeout: float) -> None:

@@ -308,4 +308,5 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
         config=values.get("config"),
         secrets=values.get("secrets"),
         ephemeral=values["ephemeral"],
+        idle_suspend_after=float((values["idle"] or {}).get("suspend_after", 0.0)),
     )

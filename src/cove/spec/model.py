@@ -149,6 +149,7 @@ class Spec:
     secrets: Path | None = None  # delivered at /run/secrets on tmpfs, files 0400
     ephemeral: bool = False
     accel: Accel = Accel.AUTO
+    idle_suspend_after: float = 0.0  # seconds; 0 = never
 
     @property
     def directory(self) -> Path:

@@ -129,6 +129,13 @@ PORT_SETTINGS = (
             "otherwise).", default="127.0.0.1"),
 )
 
+IDLE_SETTINGS = (
+    Setting("suspend_after", Kind.DURATION, "Suspend the VM to disk once its forwarded ports "
+            "and exec sessions have been idle this long (0: never); a connection to one of "
+            "its ports resumes it. Its ports are then served by the daemon.", default=0.0,
+            example="10m"),
+)
+
 KERNEL_SETTINGS = (
     Setting("package", Kind.STR, "Debian kernel package fetched with apt-get download.",
             default="linux-image-cloud-amd64", pattern=PACKAGE_PATTERN),
@@ -155,6 +162,8 @@ TOP_SETTINGS = (
             fields=KERNEL_SETTINGS),
     Setting("restart", Kind.TABLE, "What happens when the whole VM exits or crashes.",
             default={}, fields=VM_RESTART_SETTINGS),
+    Setting("idle", Kind.TABLE, "Suspend an idle VM, and resume it on the next connection.",
+            default={}, fields=IDLE_SETTINGS),
     Setting("shares", Kind.TABLE_LIST, "Host directories shared into the guest.", default=[],
             fields=SHARE_SETTINGS),
     Setting("volumes", Kind.TABLE_LIST, "Persistent data disks.", default=[],

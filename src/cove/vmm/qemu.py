@@ -71,7 +71,9 @@ def network_args(plan: Plan) -> list[str]:
     if plan.network == "none":
         return []
     if plan.network == "user":
-        netdev = ",".join(["user,id=net0", *(hostfwd(p) for p in plan.ports)])
+        # an idle-suspending VM's ports are the daemon's sockets, which outlive QEMU
+        forwards = () if plan.idle_suspend_after else plan.ports
+        netdev = ",".join(["user,id=net0", *(hostfwd(p) for p in forwards)])
     else:
         netdev = f"tap,id=net0,ifname={tap_name(plan.name)},script=no,downscript=no"
     return ["-netdev", netdev,

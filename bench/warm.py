@@ -1,0 +1,189 @@
+"""Warm-start benchmark on the hello example, side by side in one run: bare QEMU cold boot to
+a Python marker; `cove up -d` cold and warm to healthy; pause->resume and suspend->resume
+to the first HTTP answer; 10 clones to all answering; snapshot size against guest memory;
+host memory of 10 idle clones against one VM. Ratios are to the bare boot.
+
+Run: .venv/bin/python -m bench.warm [-n 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.boot import time_bare
+from bench.common import bench_home, median, print_table, write_json
+from bench.lifecycle import daemon_pid, free_port
+from cove.client import Client
+from cove.image.build import build_artifacts
+from cove.plan import HostFacts, Plan, make_plan
+from cove.spec import load_spec
+from cove.vmm.accel import decide_accel, host_tsc_khz
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = ROOT / "examples" / "hello"
+CLONES = 10
+
+
+def cove(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run([sys.executable, "-m", "cove.cli.main", *args], env=env,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"cove {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def until_answering(ports: list[int], started: float, limit: float = 60.0) -> float:
+    waiting = set(ports)
+    while waiting:
+        waiting = {p for p in waiting if not answers(p)}
+        if time.monotonic() - started > limit:
+            raise SystemExit(f"ports {sorted(waiting)} did not answer within {limit:.0f} s")
+    return time.monotonic() - started
+
+
+def timed(env: dict[str, str], *args: str) -> float:
+    started = time.monotonic()
+    cove(*args, env=env)
+    return time.monotonic() - started
+
+
+def events(env: dict[str, str], kind: str) -> list[dict[str, object]]:
+    return [e for e in map(json.loads, cove("events", "-n", "1000", env=env).splitlines())
+            if e["kind"] == kind]
+
+
+def bare_boot() -> float:
+    spec = load_spec(HELLO)
+    artifacts = build_artifacts(spec)
+    plan = make_plan(spec, HostFacts(decide_accel(spec.accel), host_tsc_khz()),
+                     artifacts.kernel, with_services=False)
+    plan = Plan(**{**plan.__dict__, "ports": ()})
+    with tempfile.TemporaryDirectory(prefix="cove-bench-bare-") as tmp:
+        return time_bare(artifacts, plan, Path(tmp))
+
+
+def rss_mib(env: dict[str, str], names: list[str]) -> float:
+    vms = {vm["name"]: vm for vm in json.loads(cove("ls", "--json", env=env))}
+    return sum(vms[n]["rss_bytes"] or 0 for n in names) / 2**20
+
+
+def one_round(env: dict[str, str], spec: Path) -> dict[str, float]:
+    port = free_port()
+    cold = timed(env, "up", str(spec), "-d", "--cold", "-p", f"{port}:8080")
+    deadline = time.monotonic() + 60
+    while not events(env, "template-saved") and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first round's cold boot saves the template
+    cove("down", "hello", env=env)
+    warm = timed(env, "up", str(spec), "-d", "-p", f"{port}:8080")
+    # the state changes through the daemon's API (what cove pause/resume call, minus the
+    # CLI's own start-up), timed from the resume request to the first HTTP answer
+    client = Client(Path(env["COVE_HOME"]))
+    client.state_change("hello", "pause")
+    started = time.monotonic()
+    client.state_change("hello", "resume")
+    pause = until_answering([port], started)
+    time.sleep(0.5)
+    client.state_change("hello", "suspend")
+    started = time.monotonic()
+    client.state_change("hello", "resume")
+    suspend = until_answering([port], started)
+    cove("down", "hello", env=env)
+    return {"cold_up_s": cold, "warm_up_s": warm, "pause_resume_s": pause,
+            "suspend_resume_s": suspend}
+
+
+def clones_round(env: dict[str, str], spec: Path) -> dict[str, float]:
+    cove("up", str(spec), "-d", "--name", "origin", env=env)
+    one = rss_mib(env, ["origin"])
+    base = free_port() + 100
+    started = time.monotonic()
+    cove("clone", "origin", "--count", str(CLONES), "-p", f"{base}:8080", env=env)
+    seconds = until_answering([base + i for i in range(CLONES)], started)
+    time.sleep(5)  # idle
+    names = [f"origin-{i}" for i in range(1, CLONES + 1)]
+    ten = rss_mib(env, names)
+    snapshots = json.loads(cove("snapshot", "ls", "--json", env=env))
+    size = max(s["size"] for s in snapshots if s["kind"] == "template")
+    cove("down", "--all", env=env)
+    return {"clones_s": seconds, "rss_one_mib": one, "rss_clones_mib": ten,
+            "snapshot_bytes": size}
+
+
+def report(n: int, bare: list[float], rounds: list[dict[str, float]],
+           clones: dict[str, float]) -> None:
+    a = median(bare)
+
+    def m(key: str) -> float:
+        return median([r[key] for r in rounds])
+
+    warm = m("warm_up_s")
+    memory = 256 * 2**20
+    rows = [
+        ("bare QEMU cold boot to Python marker", f"{a:.2f} s"),
+        ("cove up -d cold, to healthy", f"{m('cold_up_s'):.2f} s  ({m('cold_up_s') / a:.2f}x)"),
+        ("cove up -d warm, to healthy", f"{warm:.2f} s  ({warm / a:.2f}x, goal <= 0.30x)"),
+        ("pause -> resume, to first HTTP answer",
+         f"{m('pause_resume_s') * 1000:.0f} ms  (goal <= 50 ms)"),
+        ("suspend -> resume, to first HTTP answer",
+         f"{m('suspend_resume_s'):.2f} s  ({m('suspend_resume_s') / a:.2f}x, goal <= 0.35x)"),
+        (f"{CLONES} clones, to all answering",
+         f"{clones['clones_s']:.2f} s  ({clones['clones_s'] / warm:.2f}x one warm start, "
+         "goal <= 3x)"),
+        ("snapshot / guest memory", f"{clones['snapshot_bytes'] / 2**20:.0f} MiB / 256 MiB = "
+         f"{clones['snapshot_bytes'] / memory:.2f}  (goal <= 0.5)"),
+        (f"host RSS, {CLONES} idle clones vs one VM",
+         f"{clones['rss_clones_mib']:.0f} MiB vs {clones['rss_one_mib']:.0f} MiB = "
+         f"{clones['rss_clones_mib'] / max(clones['rss_one_mib'], 1):.1f}x  (stretch <= 4x)"),
+    ]
+    print_table(f"warm-start benchmark (hello, TCG, medians of {n})", rows)
+    path = write_json("warm", {"n": n, "bare_s": bare, "rounds": rounds, "clones": clones,
+                               "ratio": {"warm_over_bare": warm / a,
+                                         "suspend_resume_over_bare":
+                                             m("suspend_resume_s") / a,
+                                         "clones_over_warm": clones["clones_s"] / warm,
+                                         "snapshot_over_memory":
+                                             clones["snapshot_bytes"] / memory}})
+    print(f"\nwrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=3, help="rounds (each: cold, warm, pause, "
+                        "suspend)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cove-bench-") as tmp:
+        env, _ = bench_home(Path(tmp), "", "unused")
+        spec = HELLO
+        try:
+            bare, rounds = [], []
+            for _ in range(args.n):  # interleaved, so the machine's drift hits all alike
+                bare.append(bare_boot())
+                rounds.append(one_round(env, spec))
+            clones = clones_round(env, spec)
+        finally:
+            subprocess.run([sys.executable, "-m", "cove.cli.main", "down", "--all"], env=env,
+                           capture_output=True, check=False)
+            pid = daemon_pid(Path(tmp) / "home")
+            if pid is not None:
+                os.kill(pid, 15)
+        report(args.n, bare, rounds, clones)
+
+
+if __name__ == "__main__":
+    main()
