@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
@@ -158,25 +159,19 @@ async def restart_vm(request: web.Request) -> web.Response:
     return web.json_response(supervisor.status())
 
 
-@routes.post("/v1/vms/{name}/pause")
-async def pause_vm(request: web.Request) -> web.Response:
+STATE_CHANGES: dict[str, Callable[[VmSupervisor], Awaitable[object]]] = {
+    "pause": lifecycle.pause, "resume": lifecycle.resume, "suspend": lifecycle.suspend}
+
+
+async def change_state(request: web.Request) -> web.Response:
+    """pause, resume or suspend (the last path part says which)."""
     supervisor = the_daemon(request).vm(request.match_info["name"])
-    await lifecycle.pause(supervisor)
+    await STATE_CHANGES[request.path.rsplit("/", 1)[-1]](supervisor)
     return web.json_response(supervisor.status())
 
 
-@routes.post("/v1/vms/{name}/resume")
-async def resume_vm(request: web.Request) -> web.Response:
-    supervisor = the_daemon(request).vm(request.match_info["name"])
-    await lifecycle.resume(supervisor)
-    return web.json_response(supervisor.status())
-
-
-@routes.post("/v1/vms/{name}/suspend")
-async def suspend_vm(request: web.Request) -> web.Response:
-    supervisor = the_daemon(request).vm(request.match_info["name"])
-    await lifecycle.suspend(supervisor)
-    return web.json_response(supervisor.status())
+for change in STATE_CHANGES:
+    routes.post(f"/v1/vms/{{name}}/{change}")(change_state)
 
 
 @routes.post("/v1/vms/{name}/clone")

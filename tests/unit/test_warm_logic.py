@@ -1,0 +1,75 @@
+"""The pure parts of warm starts: which inputs change a VM's shape, what blocks snapshots,
+clone ports, and what `cove gc` removes of the snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cove.errors import CoveError
+from cove.runtime.lifecycle import clone_names, clone_ports
+from cove.runtime.snapshots import unused_snapshots
+from cove.spec.model import Hypervisor
+from cove.warm import snapshot_blockers, template_key
+from tests.unit.test_backends import plan_for
+
+ARTIFACTS = {"kernel": "/cache/kernel/k", "initramfs": "/cache/i", "root": "/cache/r"}
+
+
+def test_the_key_follows_the_shape_not_the_instance(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "minimal", Hypervisor.QEMU)
+    key = template_key(plan, ARTIFACTS, {})
+    same = [dataclasses.replace(plan, name="other", ports=()),
+            dataclasses.replace(plan, init_env={**plan.init_env, "COVE_HOSTNAME": "other"})]
+    for variant in same:
+        assert template_key(variant, ARTIFACTS, {}) == key
+    changed = [dataclasses.replace(plan, memory_mib=512), dataclasses.replace(plan, vcpu=2),
+               dataclasses.replace(plan, cmdline=(*plan.cmdline, "x")),
+               dataclasses.replace(plan, agent_config={**plan.agent_config, "env": {"A": "1"}})]
+    for variant in changed:
+        assert template_key(variant, ARTIFACTS, {}) != key
+    assert template_key(plan, {**ARTIFACTS, "root": "/cache/r2"}, {}) != key
+    assert template_key(plan, ARTIFACTS, {"secrets/token": b"a"}) != \
+        template_key(plan, ARTIFACTS, {"secrets/token": b"b"})
+
+
+def test_what_blocks_a_snapshot(tmp_path: Path) -> None:
+    assert snapshot_blockers(plan_for(tmp_path, "minimal", Hypervisor.QEMU)) == []
+    storage = " ".join(snapshot_blockers(plan_for(tmp_path, "storage", Hypervisor.QEMU)))
+    assert "virtiofs share blocks" in storage and "bridge network 'lab'" in storage
+    assert "wired for QEMU only" in snapshot_blockers(
+        plan_for(tmp_path, "minimal", Hypervisor.FIRECRACKER))[0]
+
+
+def test_clone_ports_and_names() -> None:
+    assert [p.host for i in (1, 2, 3) for p in clone_ports(("9000:8080",), i)] == \
+        [9000, 9001, 9002]
+    with pytest.raises(CoveError, match="would need host port 65536"):
+        clone_ports(("65535:80",), 2)
+    assert clone_names("web-", 2) == ["web-1", "web-2"]
+    with pytest.raises(CoveError, match="not a valid VM name"):
+        clone_names("Bad/", 1)
+
+
+def test_gc_keeps_what_a_vm_needs_and_the_newest_template(tmp_path: Path) -> None:
+    def snapshot(ident: str, kind: str, key: str, created: float) -> None:
+        directory = tmp_path / "snapshots" / ident
+        directory.mkdir(parents=True)
+        (directory / "state").write_bytes(b"")
+        (directory / "meta.json").write_text(json.dumps({
+            "id": ident, "kind": kind, "directory": str(directory), "key": key, "vm": "v",
+            "spec": "", "created": created, "size": 1, "memory_mib": 256, "token": "t"}))
+
+    snapshot("t1", "template", "a", 1)
+    snapshot("t2", "template", "a", 2)
+    snapshot("t3", "template", "b", 3)
+    snapshot("s1", "suspend", "a", 4)
+    snapshot("s2", "suspend", "a", 5)
+    (tmp_path / "vms" / "v").mkdir(parents=True)
+    (tmp_path / "vms" / "v" / "vm.json").write_text(json.dumps({"snapshot": "s2"}))
+    assert sorted(s.id for s in unused_snapshots(tmp_path)) == ["s1", "t1"]
+    assert os.path.isdir(tmp_path / "snapshots" / "t1")  # listing removes nothing
