@@ -94,11 +94,12 @@ def one_round(env: dict[str, str], spec: Path) -> dict[str, float]:
     # the state changes through the daemon's API (what cove pause/resume call, minus the
     # CLI's own start-up), timed from the resume request to the first HTTP answer
     client = Client(Path(env["COVE_HOME"]))
+    until_answering([port], time.monotonic())  # settled: the restore's own work is done
     client.state_change("hello", "pause")
     started = time.monotonic()
     client.state_change("hello", "resume")
     pause = until_answering([port], started)
-    time.sleep(0.5)
+    until_answering([port], time.monotonic())
     client.state_change("hello", "suspend")
     started = time.monotonic()
     client.state_change("hello", "resume")
