@@ -49,8 +49,10 @@ def up_with_template(spec: Path, *flags: str, name: str = "hello") -> str:
 
 
 def spec_copy(tmp_path: Path, top: str = "") -> Path:
-    """hello without its fixed port; `top` holds top-level keys (before any table)."""
-    return write_spec(tmp_path / "hello", top + HELLO.read_text().split("[[ports]]")[0])
+    """hello without its fixed port, with a health check patient enough for a loaded TCG
+    host; `top` holds top-level keys (before any table)."""
+    text = HELLO.read_text().split("[[ports]]")[0].replace('timeout = "2s"', 'timeout = "15s"')
+    return write_spec(tmp_path / "hello", top + text.replace("retries = 3", "retries = 8"))
 
 
 def test_warm_start_and_cold_after_any_input_change(home: Path, tmp_path: Path) -> None:
@@ -128,8 +130,8 @@ def test_clones_answer_each_with_its_own_identity(home: Path, tmp_path: Path) ->
     try:
         result = cove("clone", "origin", "--count", "5", "-p", f"{port}:8080")
         assert "5 clone(s) of origin up" in result.stdout
-        for index in range(5):
-            assert fetch(port + index) == SERVED, index
+        for index in range(5):  # each answers once its new MAC is set
+            wait_for(lambda i=index: fetch(port + i) == SERVED, 60, f"clone {index + 1}")
         seen = [cove("exec", f"origin-{i}", "--", "sh", "-c",
                      "hostname; cat /sys/class/net/eth0/address; "
                      "head -c 16 /dev/urandom | od -An -tx1").stdout for i in range(1, 6)]
