@@ -35,6 +35,7 @@ def running_machine(supervisor: VmSupervisor, doing: str) -> object:
 
 async def pause(supervisor: VmSupervisor) -> None:
     running_machine(supervisor, "pause")
+    await supervisor.settle()
     assert supervisor.machine is not None
     if supervisor.state == "paused":
         return
@@ -66,6 +67,7 @@ async def resume(supervisor: VmSupervisor) -> None:
 async def suspend(supervisor: VmSupervisor) -> Snapshot:
     """State to disk, hypervisor gone; survives a daemon restart (the record says so)."""
     running_machine(supervisor, "suspend")
+    await supervisor.settle()
     machine = supervisor.machine
     assert machine is not None
     supervisor.state = "suspending"
@@ -134,6 +136,7 @@ def clone_records(source: VmRecord, snapshot: Snapshot, count: int, prefix: str,
 async def save_for_clones(supervisor: VmSupervisor) -> Snapshot:
     """One save of the running source (paused only for it), volumes frozen for clones."""
     running_machine(supervisor, "clone")
+    await supervisor.settle()
     assert supervisor.machine is not None
     if supervisor.state == "paused":
         raise CoveError(f"{supervisor.name} is paused", f"`cove resume {supervisor.name}` first")

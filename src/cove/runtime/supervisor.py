@@ -166,6 +166,18 @@ class VmSupervisor:
         except OSError as error:
             self.emit("idle-failed", error=str(error))
 
+    async def settle(self) -> None:
+        """Before a pause, suspend or clone: a template save under way finishes first (its
+        `cont` would undo a pause); one still waiting for health is given up."""
+        saver = self.saver
+        if saver is None or saver.done():
+            return
+        if self.saving:
+            with contextlib.suppress(Exception):
+                await saver
+        else:
+            saver.cancel()
+
     def mark_saving(self) -> None:
         self.saving = True
 
