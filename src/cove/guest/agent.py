@@ -132,7 +132,8 @@ class Agent:
             self.link.send({"t": "res", "id": frame.get("id"), "ok": False,
                             "error": f"{type(error).__name__}: {error}"})
             return
-        self.link.send({"t": "res", "id": frame.get("id"), "ok": True, **result})
+        if result is not None:  # None: the handler answers later itself
+            self.link.send({"t": "res", "id": frame.get("id"), "ok": True, **result})
 
     # -- requests -----------------------------------------------------------------------
     def uptime(self) -> float:
@@ -246,25 +247,29 @@ class Agent:
         except OSError:
             pass
 
-    def op_resumed(self, frame: dict[str, object]) -> dict[str, object]:
-        """Restored from a snapshot: become this instance (clock, entropy, names) and take
-        this boot's token; services and health checks simply go on."""
+    def op_resumed(self, frame: dict[str, object]) -> dict[str, object] | None:
+        """Restored from a snapshot: become this instance (clock, entropy, names, MAC) and
+        take this boot's token; services and health checks simply go on. The answer comes
+        once the network is back, so the host's "up" means its ports answer."""
         from . import identity
 
         commands = identity.apply(frame) if self.in_vm else []
-        self.run_in_order(commands)
         if frame.get("token"):
             self.link.token = str(frame["token"])
         if frame.get("name"):
             self.config["name"] = frame["name"]
-        return {"uptime": self.uptime()}
+        ident = frame.get("id")
+        self.run_in_order(commands, lambda: self.link.send(
+            {"t": "res", "id": ident, "ok": True, "uptime": self.uptime()}))
+        return None
 
-    def run_in_order(self, commands: list[list[str]]) -> None:
+    def run_in_order(self, commands: list[list[str]], done: Callable[[], None]) -> None:
         if not commands:
+            done()
             return
         first, rest = commands[0], commands[1:]
         self.reactor.spawn(first, dict(BASE_ENV), lambda _fd, data: say(data.decode().strip()),
-                           lambda _code: self.run_in_order(rest))
+                           lambda _code: self.run_in_order(rest, done))
 
     def op_shutdown(self, _frame: dict[str, object]) -> dict[str, object]:
         self.reactor.later(0, self.shutdown)

@@ -31,7 +31,7 @@ from cove.warm import snapshot_blockers
 if TYPE_CHECKING:
     from cove.runtime.machine import Machine
 
-RESUMED_TIMEOUT = 10.0
+RESUMED_TIMEOUT = 30.0
 
 
 async def save_snapshot(machine: Machine, kind: str, freeze_volumes: bool) -> Snapshot:
