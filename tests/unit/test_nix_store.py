@@ -16,7 +16,9 @@ from cove.errors import CoveError
 from cove.nix.repair import apply_repair, plan_repair, restore
 from cove.nix.store import Store, find_store, input_drvs, verify
 
-pytestmark = pytest.mark.skipif(shutil.which("nix-build") is None, reason="needs nix-bin")
+pytestmark = pytest.mark.skipif(
+    shutil.which("nix-build") is None and os.environ.get("CI") != "true",
+    reason="needs nix-bin (scripts/install brings it; in CI a miss fails)")
 NIX_ENV = {**os.environ, "NIX_CONFIG": "build-users-group =\nsandbox = false\nsubstituters =\n"
            "extra-sandbox-paths = /bin/sh=/usr/bin/busybox\n"}
 EXPRESSION = """
