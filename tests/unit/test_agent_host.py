@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,23 @@ def test_health_check_transitions_and_output(tmp_path: Path) -> None:
             await wait_until(frames, lambda f: events(f, "healthy", "web"))
             status = await client.request("status")
             assert status["services"]["web"]["health"] == "healthy"
+
+    asyncio.run(scenario())
+
+
+def test_a_starting_service_is_judged_on_its_interval(tmp_path: Path) -> None:
+    """Checks run every second while starting, but failures count once per interval:
+    retries=2 at interval 1.5 s cannot be unhealthy before 1.5 s after the first failure."""
+    services = {"web": {"command": "sleep 100", "health": {
+        "command": "echo no; exit 1", "interval": 1.5, "timeout": 1, "retries": 2,
+        "start_period": 0}}}
+
+    async def scenario() -> None:
+        frames: list[Frame] = []
+        async with running_agent(tmp_path, services, frames):
+            started = time.monotonic()
+            await wait_until(frames, lambda f: events(f, "unhealthy", "web"))
+            assert time.monotonic() - started >= 1.9
 
     asyncio.run(scenario())
 

@@ -63,6 +63,22 @@ def problems_of(vm: dict[str, Any]) -> list[str]:
     return reasons
 
 
+def recent_logs(client: Client, vm: dict[str, Any], count: int = 8) -> list[str]:
+    """The last lines each unhealthy service printed: usually the reason it is not serving."""
+    found = []
+    for name, service in vm.get("services", {}).items():
+        if service.get("health") != "unhealthy":
+            continue
+        try:
+            lines = [str(entry.get("text")) for entry in client.logs(vm["name"], count,
+                                                                  service=name)]
+        except CoveError:
+            continue
+        found.append(f"service {name}'s last lines:\n    "
+                     + ("\n    ".join(lines) if lines else "(it printed nothing)"))
+    return found
+
+
 def wait_healthy(client: Client, name: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -72,7 +88,7 @@ def wait_healthy(client: Client, name: str, timeout: float) -> dict[str, Any]:
         if vm["health"] in ("healthy", "-"):
             return vm
         if vm["health"] == "unhealthy":
-            reasons = "\n  ".join(problems_of(vm))
+            reasons = "\n  ".join(problems_of(vm) + recent_logs(client, vm))
             die(f"{name} is running but unhealthy:\n  {reasons}",
                 f"see `cove logs {name}`; stop it with `cove down {name}`")
         if time.monotonic() > deadline:

@@ -34,6 +34,7 @@ class HealthCheck:
         self.failures = 0
         self.output = ""
         self.started_at = 0.0
+        self.counted_at = 0.0
         self.timer: Timer | None = None
         self.child: Child | None = None
         self.buffer = bytearray()
@@ -87,8 +88,15 @@ class HealthCheck:
             self.failures = 0
             self._become("healthy", code)
             return
-        if time.monotonic() - self.started_at < self.start_period and self.state == "starting":
-            return
+        now = time.monotonic()
+        if self.state == "starting":
+            if now - self.started_at < self.start_period:
+                return
+            # Checks come every second while starting, but a failure counts once per
+            # interval, so a slow start is judged on Docker's clock, not on the fast one.
+            if self.failures and now - self.counted_at < self.interval - 0.05:
+                return
+        self.counted_at = now
         self.failures += 1
         if self.failures >= self.retries:
             self._become("unhealthy", code)
