@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from cove.errors import CoveError
+from cove.errors import CoveError, VMNotFound
 from cove.home import cove_home
 
 DAEMON_START_TIMEOUT = 20.0  # adopting running VMs comes first
@@ -78,6 +78,8 @@ class Client:
             data = {"error": payload.decode(errors="replace")}
         if response.status >= 400:
             error = data if isinstance(data, dict) else {}
+            if error.get("code") == VMNotFound.code:
+                raise VMNotFound(error["error"], error.get("hint"))
             raise CoveError(error.get("error") or f"daemon answered {response.status}",
                             error.get("hint"))
         return data
@@ -143,6 +145,10 @@ class Client:
 
     def get(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/v1/vms/{quote(name)}")
+        return result
+
+    def ping(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/v1/vms/{quote(name)}/ping", {})
         return result
 
     def down(self, name: str, timeout: float = 20.0) -> None:

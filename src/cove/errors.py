@@ -21,3 +21,19 @@ class CoveError(Exception):
 
 def die(message: str, hint: str | None = None) -> NoReturn:
     raise CoveError(message, hint)
+
+
+class VMNotFound(CoveError):
+    """No VM of that name (the daemon answers 404)."""
+
+    status = 404
+    code = "vm-not-found"
+
+
+class ExecTimeout(CoveError):
+    """A command ran past its timeout; its whole process group in the guest was killed."""
+
+    def __init__(self, message: str, stdout: bytes = b"", stderr: bytes = b"") -> None:
+        super().__init__(message, "give it a longer timeout, or make it finish sooner")
+        self.stdout = stdout
+        self.stderr = stderr

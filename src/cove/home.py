@@ -33,10 +33,13 @@ def home_refusal(info: os.stat_result, uid: int) -> str | None:
     return None
 
 
-def prepare_home(home: Path | None = None) -> Path:
+def prepare_home(home: Path | None = None, private_umask: bool = True) -> Path:
     """Create the home 0700 (or tighten one an older cove made readable); refuse an unsafe
-    one. Everything cove creates from here on is private (umask 077)."""
-    os.umask(PRIVATE_UMASK)
+    one. Everything cove creates from here on is private (umask 077), unless this is a
+    library call in someone's program: its umask is its own (state is written with exact
+    modes anyway; the umask is the second line)."""
+    if private_umask:
+        os.umask(PRIVATE_UMASK)
     home = home or cove_home()
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)

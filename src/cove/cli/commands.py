@@ -7,69 +7,20 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from cove.cli.output import ServicePrinter, progress, write_stream
-from cove.errors import die
 from cove.home import cove_home
 from cove.image.build import Artifacts, build_artifacts
-from cove.plan import HostFacts, Plan, make_plan
+from cove.plan import Plan
+from cove.prepare import Overrides, load_with, plan_for
 from cove.runtime.vmdir import VmDir
 from cove.spec.load import load_spec
-from cove.spec.model import Accel, Hypervisor, Spec
-from cove.spec.overrides import apply_overrides, command_line_spec
-from cove.vmm.accel import AccelDecision, decide_accel, host_tsc_khz
-from cove.vmm.choose import installed_hypervisors
+from cove.spec.model import Hypervisor
 from cove.vmm.layout import BootFiles
 from cove.vmm.render import render
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """What `run` and `up` flags change in a spec."""
-
-    ports: tuple[str, ...] = ()
-    env: tuple[str, ...] = ()
-    name: str | None = None
-    volumes: tuple[str, ...] = ()
-    shares: tuple[str, ...] = ()
-    network: str | None = None
-    ephemeral: bool = False
-    config: str | None = None
-    secrets: str | None = None
-
-
-def load_with(spec_path: Path, flags: Overrides) -> Spec:
-    extra = command_line_spec(flags.shares, flags.volumes, flags.network, flags.ephemeral,
-                              flags.config, flags.secrets)
-    spec = apply_overrides(load_spec(spec_path, extra), flags.ports, flags.env, flags.name)
-    require_privileges(spec)
-    return spec
-
-
-def require_privileges(spec: Spec) -> None:
-    """Whatever needs root is said before anything is built."""
-    from cove.runtime.network import root_problem
-
-    problem = root_problem(spec.network)
-    if problem:
-        die(f"{spec.file}: {problem}", 'run cove as root, or use network = "user": its NAT '
-            "and port forwards need no root")
-
-
-def host_facts(spec: Spec, accel: str | None, hypervisor: Hypervisor | None = None
-               ) -> HostFacts:
-    requested = Accel(accel) if accel else spec.accel
-    decision = decide_accel(requested, cove_home() / "host")
-    if hypervisor not in (None, Hypervisor.QEMU, Hypervisor.AUTO) and accel is None \
-            and decision.accel != "kvm":
-        # show what that hypervisor would get on a KVM host (it cannot run without one)
-        decision = AccelDecision("kvm", f"assumed: {hypervisor.value} runs only on KVM; "
-                                        f"this host: {decision.reason}")
-    return HostFacts(decision, host_tsc_khz(), installed_hypervisors(), cove_home())
 
 
 def build_command(spec_path: Path, as_json: bool, flake: str | None = None) -> None:
@@ -97,20 +48,6 @@ def build_command(spec_path: Path, as_json: bool, flake: str | None = None) -> N
         click.echo(f"nix        {output}" + (f"  (closure image {artifacts.nix_store_image})"
                                              if artifacts.nix_store_image else ""))
     click.echo(f"built in {elapsed:.2f} s")
-
-
-def plan_for(spec: Spec, accel: str | None, with_services: bool = True,
-             hypervisor: Hypervisor | None = None) -> tuple[Plan, Artifacts]:
-    artifacts = build_artifacts(spec)
-    plan = make_plan(spec, host_facts(spec, accel, hypervisor), artifacts.kernel,
-                     with_services, hypervisor, artifacts.nix_outputs, artifacts.nix_closure)
-    if plan.idle_suspend_after:
-        from cove.warm import snapshot_blockers
-
-        if blockers := snapshot_blockers(plan):
-            die(f"{spec.file}: idle.suspend_after needs snapshots, but "
-                + "; ".join(blockers), "remove [idle], or what blocks the snapshot")
-    return plan, artifacts
 
 
 def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from cove import __version__
-from cove.cli import state
+from cove.cli import copy, mcp, state
 from cove.errors import CoveError
 from cove.spec.load import SpecError
 
@@ -53,7 +53,7 @@ def vm_options(command: Any) -> Any:
 def overrides(ports: tuple[str, ...], env: tuple[str, ...], name: str | None,
               volumes: tuple[str, ...], shares: tuple[str, ...], network: str | None,
               ephemeral: bool, config_dir: str | None, secrets_dir: str | None) -> Any:
-    from cove.cli.commands import Overrides
+    from cove.prepare import Overrides
 
     return Overrides(ports, env, name, volumes, shares, network, ephemeral, config_dir,
                      secrets_dir)
@@ -77,7 +77,7 @@ def cli(ctx: click.Context) -> None:
 @SPEC_ARG
 def check(spec: Path) -> None:
     """Validate a spec; print every problem with its key and a fix."""
-    from cove.cli.commands import require_privileges
+    from cove.prepare import require_privileges
     from cove.spec.load import load_spec
 
     loaded = load_spec(spec)
@@ -506,7 +506,8 @@ def daemon() -> None:
     daemon_main()
 
 
-for command in (state.pause, state.resume, state.suspend, state.clone, state.snapshot):
+for command in (state.pause, state.resume, state.suspend, state.clone, state.snapshot,
+                copy.cp, mcp.mcp):
     cli.add_command(command)
 
 

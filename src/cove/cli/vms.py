@@ -11,12 +11,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cove.client import Client
-
-if TYPE_CHECKING:
-    from cove.cli.commands import Overrides
 from cove.errors import CoveError, die
 
-WAIT_POLL = 0.25
+if TYPE_CHECKING:
+    from cove.prepare import Overrides
 
 
 def human_duration(seconds: float | None) -> str:
@@ -50,53 +48,6 @@ def print_ls(vms: list[dict[str, Any]]) -> None:
     click.echo(tabulate(ls_rows(vms), headers=headers, tablefmt="plain"))
 
 
-def problems_of(vm: dict[str, Any]) -> list[str]:
-    """Why a VM is not healthy, one sentence per service, for `up` to report."""
-    reasons = []
-    for name, service in vm.get("services", {}).items():
-        if service.get("health") == "unhealthy":
-            output = service.get("health_output") or "(no output)"
-            reasons.append(f"service {name} is unhealthy; its health check said:\n    "
-                           + output.replace("\n", "\n    "))
-        elif service.get("state") == "failed":
-            reasons.append(f"service {name} failed (exit code {service.get('exit_code')})")
-    return reasons
-
-
-def recent_logs(client: Client, vm: dict[str, Any], count: int = 8) -> list[str]:
-    """The last lines each unhealthy service printed: usually the reason it is not serving."""
-    found = []
-    for name, service in vm.get("services", {}).items():
-        if service.get("health") != "unhealthy":
-            continue
-        try:
-            lines = [str(entry.get("text")) for entry in client.logs(vm["name"], count,
-                                                                  service=name)]
-        except CoveError:
-            continue
-        found.append(f"service {name}'s last lines:\n    "
-                     + ("\n    ".join(lines) if lines else "(it printed nothing)"))
-    return found
-
-
-def wait_healthy(client: Client, name: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        vm = client.get(name)
-        if vm["state"] != "running" and vm["state"] != "starting":
-            die(f"{name} is {vm['state']}: {vm.get('error') or 'see cove events'}")
-        if vm["health"] in ("healthy", "-"):
-            return vm
-        if vm["health"] == "unhealthy":
-            reasons = "\n  ".join(problems_of(vm) + recent_logs(client, vm))
-            die(f"{name} is running but unhealthy:\n  {reasons}",
-                f"see `cove logs {name}`; stop it with `cove down {name}`")
-        if time.monotonic() > deadline:
-            die(f"{name} did not become healthy within {timeout:g} s",
-                f"see `cove logs {name}`; `cove up --timeout` waits longer")
-        time.sleep(WAIT_POLL)
-
-
 def format_log(entry: dict[str, Any], timestamps: bool) -> str:
     prefix = ""
     if timestamps and entry.get("ts"):
@@ -115,18 +66,13 @@ def follow_logs(client: Client, name: str, count: int | None, follow: bool,
 
 def up_command(spec_path: Path, detach: bool, flags: Overrides, accel: str | None,
                timeout: float, no_wait: bool, cold: bool = False) -> None:
-    from cove.cli.commands import load_with, plan_for
     from cove.cli.output import progress
-    from cove.image.build import default_cache
-    from cove.runtime.state import VmRecord
+    from cove.prepare import load_with, start_detached, wait_healthy
 
     spec = load_with(spec_path, flags)
-    plan, artifacts = plan_for(spec, accel)
-    record = VmRecord(plan, artifacts, spec.restart, str(spec.file), time.time())
     client = Client()
     started = time.monotonic()
-    created = client.create(record.to_json(), cold)
-    default_cache().let_go()  # the daemon's record protects the artifacts now
+    plan, created = start_detached(client, spec, accel, cold)
     if not no_wait:
         wait_healthy(client, spec.name, timeout)
     state = "started" if no_wait else ("up" if created.get("warm") else "healthy")

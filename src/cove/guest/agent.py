@@ -120,6 +120,9 @@ class Agent:
         if kind == "resize":
             self.exec_resize(frame)
             return
+        if kind == "kill":
+            self.exec_kill(frame)
+            return
         if kind != "req":
             return
         op = str(frame.get("op"))
@@ -225,11 +228,23 @@ class Agent:
         except OSError:  # the command closed its stdin: drop the rest
             written = len(pending)
         del pending[:written]
+        if written:  # the host sends more only as its input is taken (flow control)
+            self.link.send({"t": "ack", "ch": channel, "n": written})
         if pending:
             self.reactor.later(0.05, lambda: self.flush_stdin(channel))
         elif channel in self.stdin_eof:
             os.close(child.stdin_fd)
             child.stdin_fd = None
+
+    def exec_kill(self, frame: dict[str, object]) -> None:
+        """The host gave up on a command (a timeout): its whole process group goes."""
+        channel = frame.get("ch")
+        child = self.channels.get(channel) if isinstance(channel, int) else None
+        if child is not None:
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def exec_resize(self, frame: dict[str, object]) -> None:
         channel = frame.get("ch")

@@ -178,9 +178,11 @@ class Reactor:
             in_r, in_w = os.pipe()
         else:
             in_r, in_w = os.open("/dev/null", os.O_RDONLY), -1
-        pid = os.fork()
-        if pid == 0:
-            _exec_child(argv, env, cwd, (in_r, out_w, err_w), user, None)
+        pid = _spawn_fast(argv, env, (in_r, out_w, err_w)) if user is None and not cwd else None
+        if pid is None:
+            pid = os.fork()
+            if pid == 0:
+                _exec_child(argv, env, cwd, (in_r, out_w, err_w), user, None)
         for fd in (in_r, out_w, err_w):
             os.close(fd)
         if stdin:
@@ -219,13 +221,41 @@ class Reactor:
         return lambda revents: self._pipe_readable(child, fd, revents)
 
 
+RESET_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _resolve(name: str, search: str) -> str | None:
+    """execvpe's lookup, by the command's own PATH (posix_spawnp would use the agent's)."""
+    if "/" in name:
+        return name
+    for directory in search.split(":"):
+        candidate = f"{directory or '.'}/{name}"
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _spawn_fast(argv: list[str], env: dict[str, str], stdio: tuple[int, int, int]) -> int | None:
+    """Start a command the way vfork does, for the common case (no user, no cwd): under TCG
+    fork() of the agent costs twice what posix_spawn does, on every exec and health check.
+    None means: take the fork path (which also reports a command that cannot run)."""
+    path = _resolve(argv[0], env.get("PATH", ""))
+    if path is None or any(fd == target for target, fd in enumerate(stdio)):
+        return None
+    try:
+        return os.posix_spawn(path, argv, env, setsid=True, setsigdef=RESET_SIGNALS,
+                              file_actions=[(os.POSIX_SPAWN_DUP2, fd, target)
+                                            for target, fd in enumerate(stdio)])
+    except OSError:
+        return None
+
+
 def _exec_child(argv: list[str], env: dict[str, str], cwd: str | None,
                 stdio: tuple[int, int, int], user: tuple[int, int] | None,
                 controlling_tty: int | None) -> None:
     try:
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM, signal.SIGINT,
-                       signal.SIGHUP):
+        for signum in RESET_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         os.setsid()
         if controlling_tty is not None:

@@ -87,7 +87,7 @@ class AgentClient:
             future = self.pending.pop(frame.get("id", -1), None)
             if future is not None and not future.done():
                 future.set_result(frame)
-        elif kind in ("out", "exit") and frame.get("ch") in self.streams:
+        elif kind in ("out", "exit", "ack") and frame.get("ch") in self.streams:
             self.streams[frame["ch"]].queue.put_nowait(frame)
         else:
             self.on_frame(frame)
@@ -136,6 +136,8 @@ class AgentClient:
                 frame = await stream.queue.get()
                 if frame["t"] == "out":
                     on_output(int(frame["fd"]), base64.b64decode(frame["data"]))
+                elif frame["t"] == "ack":
+                    continue  # input taken; this helper sends all of it at once
                 elif frame.get("code") is None:
                     raise AgentError(frame.get("error", "the command's channel broke"))
                 else:

@@ -152,6 +152,15 @@ async def down_vm(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+@routes.post("/v1/vms/{name}/ping")
+async def ping_vm(request: web.Request) -> web.Response:
+    """One round trip to the guest agent: the floor under every exec."""
+    agent = running_vm(request).machine.agent  # type: ignore[union-attr]
+    assert agent is not None
+    reply = await agent.request("ping")
+    return web.json_response({"uptime": reply.get("uptime")})
+
+
 @routes.post("/v1/vms/{name}/restart")
 async def restart_vm(request: web.Request) -> web.Response:
     supervisor = the_daemon(request).vm(request.match_info["name"])
@@ -349,7 +358,7 @@ async def forward_input(ws: web.WebSocketResponse, send: Any, channel: int) -> N
                 frame = json.loads(message.data)
             except ValueError:
                 continue  # not a frame: nothing to pass on
-            if isinstance(frame, dict) and frame.get("t") in ("in", "resize"):
+            if isinstance(frame, dict) and frame.get("t") in ("in", "resize", "kill"):
                 send({**frame, "ch": channel})
 
 

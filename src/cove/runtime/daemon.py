@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from cove import __version__
-from cove.errors import CoveError
+from cove.errors import CoveError, VMNotFound
 from cove.home import prepare_home
 from cove.runtime.api import routes
 from cove.runtime.journal import Journal
@@ -61,8 +61,10 @@ async def same_user_only(request: web.Request, handler: Any) -> web.StreamRespon
     try:
         response: web.StreamResponse = await handler(request)
     except CoveError as error:
-        return web.json_response({"error": error.message, "hint": error.hint},
-                                 status=getattr(error, "status", 400))
+        body = {"error": error.message, "hint": error.hint}
+        if code := getattr(error, "code", None):
+            body["code"] = code  # lets a program tell "no such VM" from other refusals
+        return web.json_response(body, status=getattr(error, "status", 400))
     except web.HTTPException as error:  # aiohttp's own 404/405/413...: JSON like the rest
         if error.content_type == "application/json":
             raise
@@ -75,10 +77,6 @@ async def same_user_only(request: web.Request, handler: Any) -> web.StreamRespon
                                   "hint": "this is a cove bug; coved.log has the details"},
                                  status=500)
     return response
-
-
-class NotFound(CoveError):
-    status = 404
 
 
 class Daemon:
@@ -94,7 +92,7 @@ class Daemon:
             if name in self.broken:
                 raise CoveError(f"{name}'s record is broken: {self.broken[name]}",
                                 f"`cove down {name}` forgets it (its volumes stay)")
-            raise NotFound(f"no VM named {name!r}", "see `cove ls`")
+            raise VMNotFound(f"no VM named {name!r}", "see `cove ls`")
         return self.vms[name]
 
     async def create(self, record: VmRecord, cold: bool = False,

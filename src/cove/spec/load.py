@@ -126,13 +126,31 @@ def load_spec(target: str | Path, extra: dict[str, Any] | None = None) -> Spec:
     else:
         path = resolve_spec_path(target)
         from_file = read_toml(path)
+    return checked_spec(path, str(path), from_file, extra)
+
+
+def load_spec_dict(raw: dict[str, Any], base: Path, extra: dict[str, Any] | None = None
+                   ) -> Spec:
+    """A spec given as a dict (a program's, not a file's): the same rules, the same errors;
+    relative paths are relative to `base`."""
+    if not isinstance(raw, dict):
+        raise SpecError(DICT_LABEL, [Problem("", f"is a {type(raw).__name__}, not a dict of "
+                                                 "spec keys", 'e.g. {"name": "sbx"}')])
+    return checked_spec(base.resolve() / DICT_LABEL, DICT_LABEL, raw, extra or {})
+
+
+DICT_LABEL = "<dict>"
+
+
+def checked_spec(path: Path, label: str, from_file: dict[str, Any],
+                 extra: dict[str, Any]) -> Spec:
     raw = merge_command_line(from_file, extra)
     checker = Checker(path.parent.resolve())
     values = checker.table(raw, TOP_SETTINGS, "")
     check_cross_field(values, checker)
     if checker.problems:
-        raise SpecError(str(path), [mark_command_line(p, from_file, extra or {})
-                                    for p in checker.problems])
+        raise SpecError(label, [mark_command_line(p, from_file, extra)
+                                for p in checker.problems])
     return build_spec(path.resolve(), values)
 
 

@@ -1,0 +1,1 @@
+"""The Python API's implementation; programs use `cove` and `cove.aio`."""

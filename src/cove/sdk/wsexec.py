@@ -1,0 +1,143 @@
+"""Running one command in a guest through the daemon's exec WebSocket: input sent only as
+fast as the guest takes it, output handed on as it comes, a timeout that kills the
+command's whole process group."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from cove.errors import CoveError, ExecTimeout
+
+CHUNK = 256 * 1024
+WINDOW = 2 * 2**20  # input bytes in flight before the guest acknowledges them
+
+Sink = Callable[[int, bytes], Awaitable[None]]
+Input = bytes | AsyncIterator[bytes] | None
+
+
+@dataclass
+class Command:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    stdin: Input = None
+    timeout: float | None = None
+
+    def request(self) -> dict[str, Any]:
+        return {"argv": self.argv, "env": self.env, "cwd": self.cwd, "user": self.user,
+                "tty": False, "stdin": self.stdin is not None}
+
+
+class Window:
+    """Credit for input in flight: the sender takes, the guest's `ack`s give back."""
+
+    def __init__(self, size: int = WINDOW) -> None:
+        self.free = size
+        self.changed = asyncio.Event()
+
+    async def take(self, count: int) -> None:
+        while self.free < count:
+            self.changed.clear()
+            await self.changed.wait()
+        self.free -= count
+
+    def give(self, count: int) -> None:
+        self.free += count
+        self.changed.set()
+
+
+async def chunks_of(stdin: Input) -> AsyncIterator[bytes]:
+    if isinstance(stdin, bytes):
+        for start in range(0, len(stdin), CHUNK):
+            yield stdin[start:start + CHUNK]
+    elif stdin is not None:
+        async for piece in stdin:
+            for start in range(0, len(piece), CHUNK):
+                yield piece[start:start + CHUNK]
+
+
+async def feed(ws: aiohttp.ClientWebSocketResponse, stdin: Input, window: Window) -> None:
+    async for piece in chunks_of(stdin):
+        await window.take(len(piece))
+        await ws.send_json({"t": "in", "data": base64.b64encode(piece).decode()})
+    await ws.send_json({"t": "in", "eof": True})
+
+
+async def run_command(socket: Path, vm: str, command: Command, sink: Sink) -> int:
+    """Run `command` in `vm`; output goes to `sink` as it comes; returns the exit code."""
+    connector = aiohttp.UnixConnector(path=str(socket))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        try:
+            ws = await http.ws_connect(f"http://cove/v1/vms/{quote(vm)}/exec")
+        except aiohttp.WSServerHandshakeError:
+            raise NotReady(vm) from None
+        except aiohttp.ClientConnectionError as error:
+            raise CoveError(f"cannot reach the cove daemon at {socket}: {error}",
+                            "any cove command starts it; see coved.log") from None
+        async with ws:
+            await ws.send_json(command.request())
+            return await exchange(ws, vm, command, sink)
+
+
+class NotReady(CoveError):
+    """The daemon would not open an exec session; the caller asks it why."""
+
+    def __init__(self, vm: str) -> None:
+        super().__init__(f"{vm} is not running")
+        self.vm = vm
+
+
+async def exchange(ws: aiohttp.ClientWebSocketResponse, vm: str, command: Command,
+                   sink: Sink) -> int:
+    window = Window()
+    feeder = asyncio.create_task(feed(ws, command.stdin, window)) \
+        if command.stdin is not None else None
+    try:
+        async with asyncio.timeout(command.timeout):
+            return await receive(ws, vm, command, sink, window)
+    except TimeoutError:
+        await kill(ws)
+        raise ExecTimeout(f"{command.argv[0]} in {vm} ran past its timeout of "
+                          f"{command.timeout:g} s; its process group was killed") from None
+    except asyncio.CancelledError:
+        await kill(ws)  # Ctrl-C or a cancelled task: the guest command goes too
+        raise
+    finally:
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await feeder
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, vm: str, command: Command, sink: Sink,
+                  window: Window) -> int:
+    async for message in ws:
+        if message.type != aiohttp.WSMsgType.TEXT:
+            continue
+        frame = message.json()
+        kind = frame.get("t")
+        if kind == "out":
+            await sink(int(frame.get("fd", 1)), base64.b64decode(frame["data"]))
+        elif kind == "ack":
+            window.give(int(frame.get("n", 0)))
+        elif kind == "exit":
+            if frame.get("error"):
+                raise CoveError(f"cannot run {command.argv[0]} in {vm}: {frame['error']}")
+            return int(frame["code"])
+    raise CoveError(f"the connection to {vm} closed before {command.argv[0]} finished",
+                    f"see `cove events --vm {vm}`")
+
+
+async def kill(ws: aiohttp.ClientWebSocketResponse) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_json({"t": "kill"})
