@@ -10,12 +10,12 @@ The names load on first use, so the CLI (which imports this package) pays nothin
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
+TYPE_CHECKING = False  # typing itself costs milliseconds on every CLI call
 if TYPE_CHECKING:
+    from typing import Any
+
     from cove.errors import CoveError, ExecTimeout, VMNotFound
     from cove.sdk.sync import VM, ExecStream, ls, sandbox, up
     from cove.sdk.types import Chunk, ExecFailed, ExecResult, LogLine, Spec, VMInfo
@@ -39,6 +39,8 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'cove' has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+TYPE_CHECKING = False  # typing costs milliseconds on every CLI call
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 class CoveError(Exception):

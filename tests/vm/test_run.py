@@ -174,3 +174,19 @@ def test_gc_keeps_what_a_running_vm_boots_from(cove_home: Path, tmp_path: Path) 
     assert process.returncode == 0
     subprocess.run(cove_argv("gc", "--apply"), env=env, capture_output=True, check=True)
     assert not list((home / "cache" / "root").glob("*/root.erofs"))  # unused once it stopped
+
+
+def test_a_noop_build_is_answered_from_its_stamp(cove_home: Path) -> None:
+    """The real build recorded its stamp; `cove` (its entry point) answers from it with the
+    same artifacts, and a changed spec builds for real again."""
+    import json
+    import sys
+
+    full = json.loads(subprocess.run(cove_argv("build", str(HELLO), "--json"), check=True,
+                                     capture_output=True, text=True).stdout)
+    quick = json.loads(subprocess.run([sys.executable, "-m", "cove", "build", str(HELLO),
+                                       "--json"], check=True, capture_output=True,
+                                      text=True).stdout)
+    assert quick["seconds"] == 0.0
+    assert {k: v for k, v in quick.items() if k != "seconds"} == \
+        {k: v for k, v in full.items() if k != "seconds"}

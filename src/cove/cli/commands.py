@@ -24,10 +24,12 @@ from cove.vmm.render import render
 
 
 def build_command(spec_path: Path, as_json: bool, flake: str | None = None) -> None:
+    from cove.image.build import default_cache
+    from cove.image.stamp import format_result, record
+
     spec = load_spec(spec_path, {"flake": flake, "source": "nix"} if flake else None)
     started = time.monotonic()
     artifacts = build_artifacts(spec)
-    elapsed = time.monotonic() - started
     result = {
         "name": spec.name,
         "kernel": {"version": artifacts.kernel.version, "path": str(artifacts.kernel.vmlinux)},
@@ -35,19 +37,11 @@ def build_command(spec_path: Path, as_json: bool, flake: str | None = None) -> N
         "root": {"path": str(artifacts.root.path), "size": artifacts.root.size,
                  "packages": len(artifacts.root.packages)},
         "nix_outputs": list(artifacts.nix_outputs),
-        "seconds": round(elapsed, 3),
+        "seconds": round(time.monotonic() - started, 3),
     }
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    click.echo(f"kernel     {artifacts.kernel.version}  {artifacts.kernel.vmlinux}")
-    click.echo(f"initramfs  {artifacts.initramfs}")
-    click.echo(f"root       {artifacts.root.path}  ({artifacts.root.size / 2**20:.1f} MiB, "
-               f"{len(artifacts.root.packages)} packages)")
-    for output in artifacts.nix_outputs:
-        click.echo(f"nix        {output}" + (f"  (closure image {artifacts.nix_store_image})"
-                                             if artifacts.nix_store_image else ""))
-    click.echo(f"built in {elapsed:.2f} s")
+    if not flake:
+        record(default_cache().root, spec.file, result)
+    click.echo(format_result(result, as_json))
 
 
 def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,

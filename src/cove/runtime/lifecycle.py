@@ -22,24 +22,25 @@ from cove.spec.overrides import parse_port
 from cove.spec.settings import valid_name
 
 if TYPE_CHECKING:
+    from cove.runtime.machine import Machine
     from cove.runtime.supervisor import VmSupervisor
 
 
-def running_machine(supervisor: VmSupervisor, doing: str) -> object:
+async def settled_machine(supervisor: VmSupervisor, doing: str) -> Machine:
+    """The running VM's Machine, once a template save under way has finished."""
     machine = supervisor.machine
     if machine is None or not machine.running or supervisor.state not in ("running", "paused"):
         die(f"cannot {doing} {supervisor.name}: it is {supervisor.state}",
             f"start it with `cove up` or `cove resume {supervisor.name}`")
+    await supervisor.settle()
     return machine
 
 
 async def pause(supervisor: VmSupervisor) -> None:
-    running_machine(supervisor, "pause")
-    await supervisor.settle()
-    assert supervisor.machine is not None
+    machine = await settled_machine(supervisor, "pause")
     if supervisor.state == "paused":
         return
-    await supervisor.machine.launcher.pause()
+    await machine.launcher.pause()
     supervisor.state = "paused"
     supervisor.emit("paused")
 
@@ -66,10 +67,7 @@ async def resume(supervisor: VmSupervisor) -> None:
 
 async def suspend(supervisor: VmSupervisor) -> Snapshot:
     """State to disk, hypervisor gone; survives a daemon restart (the record says so)."""
-    running_machine(supervisor, "suspend")
-    await supervisor.settle()
-    machine = supervisor.machine
-    assert machine is not None
+    machine = await settled_machine(supervisor, "suspend")
     supervisor.state = "suspending"
     try:
         snapshot = await machine.save("suspend", resume=False)
@@ -135,11 +133,9 @@ def clone_records(source: VmRecord, snapshot: Snapshot, count: int, prefix: str,
 
 async def save_for_clones(supervisor: VmSupervisor) -> Snapshot:
     """One save of the running source (paused only for it), volumes frozen for clones."""
-    running_machine(supervisor, "clone")
-    await supervisor.settle()
-    assert supervisor.machine is not None
+    machine = await settled_machine(supervisor, "clone")
     if supervisor.state == "paused":
         raise CoveError(f"{supervisor.name} is paused", f"`cove resume {supervisor.name}` first")
-    snapshot = await supervisor.machine.save("clone", resume=True, freeze_volumes=True)
+    snapshot = await machine.save("clone", resume=True, freeze_volumes=True)
     supervisor.emit("cloned", snapshot=snapshot.id)
     return snapshot

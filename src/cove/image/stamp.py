@@ -1,0 +1,139 @@
+"""A no-op `cove build` without the build: a stamp of its inputs, checked by stat alone.
+
+The stamp covers the spec file's bytes and the size and mtime of every host file a host-
+source build reads: dpkg's database, apt's package lists, busybox, and cove's own code (the
+initramfs carries the agent). When all match and the artifacts are still in the cache, the
+last result is the answer. Standard library only and imported before click, so the check
+costs a few milliseconds; anything it cannot vouch for (Debian or Nix sources, a kernel
+by path, flags) takes the full build, which writes a new stamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+HOST_INPUTS = ("/var/lib/dpkg/status", "/var/lib/apt/lists", "/usr/bin/busybox",
+               "/bin/busybox")
+FORMAT = 1
+
+
+def code_stamp() -> list[tuple[str, int, int]]:
+    """Size and mtime of each file of cove itself (its code becomes the agent and init)."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            if name.endswith((".py", ".sh")):
+                info = os.stat(os.path.join(directory, name))
+                found.append((os.path.join(directory, name), info.st_size, info.st_mtime_ns))
+    return sorted(found)
+
+
+def file_stamp(path: str) -> tuple[str, int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return path, info.st_size, info.st_mtime_ns
+
+
+def stamp_key(spec_file: Path, spec_bytes: bytes) -> str:
+    inputs = [FORMAT, str(spec_file), hashlib.sha256(spec_bytes).hexdigest(),
+              [file_stamp(path) for path in HOST_INPUTS], code_stamp(),
+              os.environ.get("COVE_HOME", ""), os.geteuid()]
+    return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:32]
+
+
+def stamp_path(cache: Path, key: str) -> Path:
+    return cache / "build-stamps" / f"{key}.json"
+
+
+def may_skip(spec_text: str) -> bool:
+    """Only a host-source spec with a package kernel has all its inputs in the stamp."""
+    return "source" not in spec_text and "[kernel]" not in spec_text \
+        and "kernel." not in spec_text and "flake" not in spec_text
+
+
+def recorded_result(cache: Path, spec_file: Path) -> dict[str, Any] | None:
+    """The last build's result if every input is unchanged and its artifacts exist."""
+    try:
+        spec_bytes = spec_file.read_bytes()
+        if not may_skip(spec_bytes.decode()):
+            return None
+        result = json.loads(stamp_path(cache, stamp_key(spec_file, spec_bytes)).read_bytes())
+    except (OSError, ValueError):
+        return None
+    paths = [result["kernel"]["path"], result["initramfs"], result["root"]["path"]]
+    if not all(os.path.exists(path) for path in paths):
+        return None
+    return dict(result)
+
+
+def record(cache: Path, spec_file: Path, result: dict[str, Any]) -> None:
+    """Remember a host-source build's result for the next no-op (best effort)."""
+    try:
+        spec_bytes = spec_file.read_bytes()
+        if not may_skip(spec_bytes.decode()):
+            return
+        path = stamp_path(cache, stamp_key(spec_file, spec_bytes))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(result))
+        os.replace(temporary, path)
+    except (OSError, UnicodeDecodeError):
+        pass
+
+
+def format_result(result: dict[str, Any], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(result, indent=2)
+    root = result["root"]
+    lines = [f"kernel     {result['kernel']['version']}  {result['kernel']['path']}",
+             f"initramfs  {result['initramfs']}",
+             f"root       {root['path']}  ({root['size'] / 2**20:.1f} MiB, "
+             f"{root['packages']} packages)"]
+    lines += [f"nix        {output}" for output in result.get("nix_outputs", [])]
+    lines.append(f"built in {result['seconds']:.2f} s")
+    return "\n".join(lines)
+
+
+def quick_build(argv: list[str]) -> bool:
+    """`cove build [SPEC] [--json]` answered from its stamp; False: do the real thing."""
+    if not argv or argv[0] != "build" or len(argv) > 3:
+        return False
+    rest = argv[1:]
+    as_json = "--json" in rest
+    targets = [a for a in rest if a != "--json"]
+    if len(targets) > 1 or any(t.startswith("-") for t in targets):
+        return False
+    spec_file = Path(targets[0] if targets else ".")
+    if spec_file.is_dir():
+        spec_file = spec_file / "cove.toml"
+    cache = home_cache()
+    if cache is None:
+        return False
+    result = recorded_result(cache, spec_file.resolve())
+    if result is None:
+        return False
+    result["seconds"] = 0.0
+    sys.stdout.write(format_result(result, as_json) + "\n")
+    return True
+
+
+def home_cache() -> Path | None:
+    """The cache of a home that exists and is safe (else the full path decides and says)."""
+    from cove.home import cove_home, home_refusal
+
+    home = cove_home()
+    try:
+        info = home.stat()
+    except OSError:
+        return None
+    if home_refusal(info, os.geteuid()) or info.st_mode & 0o044:
+        return None
+    return home / "cache"
