@@ -1,6 +1,9 @@
-"""Boot benchmark: bare QEMU to a Python marker vs `cove run -- true` vs agent ping.
+"""Boot benchmark, same kernel and root image throughout: (a) bare QEMU to a Python marker,
+(b) `cove run -- true`, (c) `cove run` to agent ping; (d) bare QEMU whose init runs hello's
+service command directly, to its first HTTP answer, and (e) `cove up -d` of hello to
+healthy (e/d is the fair ratio for "healthy"). `cove build` no-op and cold.
 
-Same kernel and root image for all three. Run: .venv/bin/python -m bench.boot [-n 5]
+Run: .venv/bin/python -m bench.boot [-n 5]
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-from bench.common import median, print_table, write_json
+from bench.common import free_port, median, print_table, write_json
 from cove.image.build import Artifacts, build_artifacts
 from cove.image.cache import Cache
 from cove.image.cpio import CpioWriter
 from cove.image.initramfs import busybox_path, module_paths
+from cove.image.pack import ROOT_FS
 from cove.plan import HostFacts, Plan, make_plan
 from cove.runtime.machine import Machine
 from cove.runtime.vmdir import VmDir
 from cove.spec import load_spec
+from cove.spec.overrides import apply_overrides
 from cove.vmm.accel import decide_accel, host_tsc_khz
 from cove.vmm.layout import BootFiles, RunPaths
 from cove.vmm.qemu import qemu_argv
@@ -39,15 +45,33 @@ mount -t sysfs sys /sys
 while read -r m; do insmod /lib/modules/$m; done < /modules
 mkdir /root
 for b in /sys/block/vd*; do dev=/dev/${{b##*/}}; done
-mount -t erofs -o ro $dev /root
+mount -t ROOTFS -o ro $dev /root
 mount -t devtmpfs dev /root/dev
 chroot /root /usr/bin/python3 -S -c 'print("{MARKER.decode()}")'
 poweroff -f
 """
 
 
-def bare_initramfs(artifacts: Artifacts, plan: Plan, out: Path) -> None:
-    """Busybox, the same modules, and an init that only runs Python once."""
+SERVICE_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t devtmpfs dev /dev
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+while read -r m; do insmod /lib/modules/$m; done < /modules
+mkdir /root
+for b in /sys/block/vd*; do dev=/dev/${b##*/}; done
+mount -t ROOTFS -o ro $dev /root
+mount -t devtmpfs dev /root/dev
+mount -t proc proc /root/proc
+mount -t tmpfs tmp /root/tmp
+ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0
+mkdir -p /root/tmp/www; echo '<h1>Hello from cove!</h1>' > /root/tmp/www/index.html
+exec chroot /root /usr/bin/python3 -m http.server 8080 --directory /tmp/www
+"""
+
+
+def bare_initramfs(artifacts: Artifacts, plan: Plan, out: Path, init: str = BARE_INIT) -> None:
+    """Busybox, the same modules, and an init that only runs Python (or the service)."""
     paths = module_paths(artifacts.kernel, list(plan.modules))
     modules_dir = artifacts.kernel.modules
     assert modules_dir is not None
@@ -56,7 +80,7 @@ def bare_initramfs(artifacts: Artifacts, plan: Plan, out: Path) -> None:
         for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules"):
             writer.directory(directory)
         writer.file("bin/busybox", busybox_path().read_bytes(), 0o755)
-        writer.file("init", BARE_INIT.encode(), 0o755)
+        writer.file("init", init.replace("ROOTFS", ROOT_FS).encode(), 0o755)
         names = [Path(p).name for p in paths]
         for relative, name in zip(paths, names, strict=True):
             writer.file(f"lib/modules/{name}", (modules_dir / relative).read_bytes())
@@ -86,6 +110,46 @@ def time_bare(artifacts: Artifacts, plan: Plan, workdir: Path) -> float:
     return elapsed
 
 
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def time_bare_service(artifacts: Artifacts, plan: Plan, workdir: Path, port: int) -> float:
+    """(d): the same boot, but init starts hello's service itself; to its first answer."""
+    initrd = workdir / "service.cpio"
+    if not initrd.exists():
+        bare_initramfs(artifacts, plan, initrd, SERVICE_INIT)
+    sockets = RunPaths(workdir, workdir / "console.log", console_socket=False)
+    argv = qemu_argv(plan, BootFiles(artifacts.kernel.vmlinux, initrd, artifacts.root.path),
+                     sockets)
+    start = time.monotonic()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not answers(port):
+            if process.poll() is not None:
+                raise RuntimeError("the bare service boot ended before it answered")
+            time.sleep(0.05)
+        return time.monotonic() - start
+    finally:
+        process.kill()
+        process.wait()
+
+
+def time_up_healthy(env: dict[str, str], port: int) -> float:
+    """(e): `cove up -d` of hello, which returns once its health check passes."""
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "cove.cli.main", "up", str(HELLO), "-d", "--cold",
+                    "-p", f"{port}:8080"], check=True, env=env, capture_output=True)
+    elapsed = time.monotonic() - start
+    subprocess.run([sys.executable, "-m", "cove.cli.main", "down", "hello"], check=True,
+                   env=env, capture_output=True)
+    return elapsed
+
+
 def time_cli_true(env: dict[str, str]) -> float:
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "cove.cli.main", "run", str(HELLO), "--", "true"],
@@ -104,7 +168,7 @@ async def time_ping(plan: Plan, artifacts: Artifacts) -> float:
 
 def time_build(env: dict[str, str]) -> float:
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "cove.cli.main", "build", str(HELLO)], check=True,
+    subprocess.run([sys.executable, "-m", "cove", "build", str(HELLO)], check=True,
                    env=env, capture_output=True)
     return time.monotonic() - start
 
@@ -131,32 +195,47 @@ def run(tmp: Path, n: int, skip_cold: bool) -> None:
                                             / "cache") if "COVE_HOME" in env else None)
     plan = make_plan(spec, HostFacts(decide_accel(spec.accel), host_tsc_khz()),
                      artifacts.kernel, with_services=False)
+    port = free_port()
+    served = make_plan(apply_overrides(spec, (f"{port}:8080",)),
+                       HostFacts(decide_accel(spec.accel), host_tsc_khz()), artifacts.kernel)
     plan = Plan(**{**plan.__dict__, "ports": ()})
-    bare, cli, ping = [], [], []
+    up_env = {**env, "COVE_HOME": str(tmp / "up-home")}
+    (tmp / "up-home").mkdir(mode=0o700)
+    (tmp / "up-home" / "cache").symlink_to(Path(env.get("COVE_HOME", "/var/lib/cove")) / "cache")
+    bare, cli, ping, service, healthy = [], [], [], [], []
     for _ in range(n):  # interleaved, so drift in the machine's load hits all alike
         bare.append(time_bare(artifacts, plan, tmp))
         cli.append(time_cli_true(env))
         ping.append(asyncio.run(time_ping(plan, artifacts)))
-    report(n, bare, cli, ping, noop, cold, artifacts.root.size)
+        service.append(time_bare_service(artifacts, served, tmp, port))
+        healthy.append(time_up_healthy(up_env, port))
+    subprocess.run([sys.executable, "-m", "cove.cli.main", "down", "--all"], env=up_env,
+                   capture_output=True, check=False)
+    report(n, (bare, cli, ping, service, healthy), noop, cold, artifacts.root.size)
 
 
-def report(n: int, bare: list[float], cli: list[float], ping: list[float], noop: float,
-           cold: float | None, size: int) -> None:
-    a, b, c = median(bare), median(cli), median(ping)
+def report(n: int, series: tuple[list[float], ...], noop: float, cold: float | None,
+           size: int) -> None:
+    bare, cli, ping, service, healthy = series
+    a, b, c, d, e = (median(values) for values in series)
     rows = [
         ("(a) bare QEMU to Python marker", f"{a:.2f} s  (median of {n})"),
         ("(b) cove run -- true, to exit", f"{b:.2f} s  (b/a = {b / a:.2f})"),
         ("(c) cove run until agent ping", f"{c:.2f} s  (c/a = {c / a:.2f}, goal <= 1.10)"),
+        ("(d) bare QEMU, init runs the service, to HTTP", f"{d:.2f} s"),
+        ("(e) cove up -d (cold) to healthy", f"{e:.2f} s  (e/d = {e / d:.2f}, goal <= 1.15)"),
         ("cove build, no-op", f"{noop * 1000:.0f} ms"),
         ("cove build, cold (kernel fetch included)",
          f"{cold:.1f} s" if cold is not None else "skipped"),
-        ("root image (erofs lz4hc)", f"{size / 2**20:.1f} MiB"),
+        (f"root image ({ROOT_FS})", f"{size / 2**20:.1f} MiB"),
     ]
     print_table("boot benchmark (hello, TCG)", rows)
     path = write_json("boot", {
         "n": n, "bare_s": bare, "cli_true_s": cli, "agent_ping_s": ping,
-        "median": {"bare": a, "cli_true": b, "agent_ping": c},
-        "ratio": {"b_over_a": b / a, "c_over_a": c / a},
+        "bare_service_s": service, "up_healthy_s": healthy,
+        "median": {"bare": a, "cli_true": b, "agent_ping": c, "bare_service": d,
+                   "up_healthy": e},
+        "ratio": {"b_over_a": b / a, "c_over_a": c / a, "e_over_d": e / d},
         "build_noop_s": noop, "build_cold_s": cold, "root_image_bytes": size,
     })
     print(f"\nwrote {path}")

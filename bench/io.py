@@ -16,8 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import bench_home, median, print_table, write_json
-from bench.lifecycle import daemon_pid, free_port
+from bench.common import bench_home, free_port, median, print_table, write_json
+from bench.lifecycle import daemon_pid
 
 BIG_MIB = 32
 SPEC = f'''name = "iobench"

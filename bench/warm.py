@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 from bench.boot import time_bare
-from bench.common import bench_home, median, print_table, write_json
-from bench.lifecycle import daemon_pid, free_port
+from bench.common import bench_home, free_port, median, print_table, write_json
+from bench.lifecycle import daemon_pid
 from cove.client import Client
 from cove.image.build import build_artifacts
 from cove.plan import HostFacts, Plan, make_plan

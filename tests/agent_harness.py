@@ -24,9 +24,11 @@ async def running_agent(tmp: Path, services: dict[str, Any], frames: list[Frame]
     config = {"name": "test", "env": {}, "services": services, "transport": "unix",
               "unix_path": str(socket_path), "token": token}
     (tmp / "config.json").write_text(json.dumps(config))
-    process = subprocess.Popen([sys.executable, "-m", "cove.guest.agent"],
-                               env={**os.environ, "COVE_AGENT_CONFIG": str(tmp / "config.json")},
-                               stderr=subprocess.DEVNULL)
+    with (tmp / "agent.err").open("w") as errors:  # kept beside the test, for a failure
+        process = subprocess.Popen([sys.executable, "-m", "cove.guest.agent"],
+                                   env={**os.environ,
+                                        "COVE_AGENT_CONFIG": str(tmp / "config.json")},
+                                   stderr=errors)
     client = AgentClient(unix_connector(socket_path), frames.append, token)
     try:
         async with asyncio.timeout(10):

@@ -16,10 +16,9 @@ TYPE_CHECKING = False  # typing itself costs milliseconds on every CLI call
 if TYPE_CHECKING:
     from typing import Any
 
-    from cove.errors import CoveError, ExecTimeout, VMNotFound
+    from cove.errors import CoveError, ExecTimeout, SpecError, VMNotFound
     from cove.sdk.sync import VM, ExecStream, ls, sandbox, up
     from cove.sdk.types import Chunk, ExecFailed, ExecResult, LogLine, Spec, VMInfo
-    from cove.spec.load import SpecError
 
 _WHERE = {
     "CoveError": "cove.errors", "ExecTimeout": "cove.errors", "VMNotFound": "cove.errors",
@@ -27,7 +26,7 @@ _WHERE = {
     "sandbox": "cove.sdk.sync", "up": "cove.sdk.sync",
     "Chunk": "cove.sdk.types", "ExecFailed": "cove.sdk.types", "ExecResult": "cove.sdk.types",
     "LogLine": "cove.sdk.types", "Spec": "cove.sdk.types", "VMInfo": "cove.sdk.types",
-    "SpecError": "cove.spec.load",
+    "SpecError": "cove.errors",
 }
 
 __all__ = ["VM", "Chunk", "CoveError", "ExecFailed", "ExecResult", "ExecStream", "ExecTimeout",

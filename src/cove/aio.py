@@ -4,10 +4,9 @@
         result = await vm.exec(["python3", "-c", "print(6*7)"])
 """
 
-from cove.errors import CoveError, ExecTimeout, VMNotFound
+from cove.errors import CoveError, ExecTimeout, SpecError, VMNotFound
 from cove.sdk.aio import VM, ExecStream, ls, sandbox, up
 from cove.sdk.types import Chunk, ExecFailed, ExecResult, LogLine, Spec, VMInfo
-from cove.spec.load import SpecError
 
 __all__ = ["VM", "Chunk", "CoveError", "ExecFailed", "ExecResult", "ExecStream", "ExecTimeout",
            "LogLine", "Spec", "SpecError", "VMInfo", "VMNotFound", "ls", "sandbox", "up"]

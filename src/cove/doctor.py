@@ -16,8 +16,8 @@ from cove.spec.load import touches_host_store
 from cove.spec.model import Accel
 from cove.vmm.accel import decide_accel
 
-REQUIRED_TOOLS = ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.erofs", "mkfs.ext4",
-                  "depmod", "lz4", "apt-get", "dpkg-query")
+REQUIRED_TOOLS = ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.erofs", "mksquashfs",
+                  "mkfs.ext4", "depmod", "lz4", "apt-get", "dpkg-query")
 OPTIONAL_TOOLS = {"nix-store": "cove store verify/repair", "dnsmasq": "cove networks",
                   "nft": "cove networks"}
 

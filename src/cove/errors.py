@@ -6,6 +6,8 @@ TYPE_CHECKING = False  # typing costs milliseconds on every CLI call
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from cove.spec.validate import Problem
+
 
 class CoveError(Exception):
     """An error caused by user input or the host, shown without a traceback."""
@@ -39,3 +41,13 @@ class ExecTimeout(CoveError):
         super().__init__(message, "give it a longer timeout, or make it finish sooner")
         self.stdout = stdout
         self.stderr = stderr
+
+
+class SpecError(CoveError):
+    """One or more problems in a spec, each with its key path and a fix (all at once).
+    Here, not beside the spec code, so the CLI can catch it without importing that."""
+
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__("\n".join(p.render(file) for p in problems))

@@ -15,10 +15,11 @@ from typing import Any
 from cove.errors import die
 from cove.image.kernel import KernelArtifact
 from cove.image.modules import modules_to_load, normalize, read_builtin, read_dep_table
+from cove.image.pack import ROOT_FS
 from cove.spec.model import Hypervisor, Port, Proto, ShareProto, Source, Spec, StoreMode
 from cove.vmm.accel import AccelDecision
 from cove.vmm.choose import HypervisorChoice, choose_hypervisor
-from cove.vmm.features import required_features
+from cove.vmm.features import MATRIX, Feature, required_features
 
 ROOT_SERIAL = "cove-root"
 NIX_LOWER = "/nix/.ro-store"  # the read-only store; /nix/store is an overlay on top
@@ -91,6 +92,7 @@ class Plan:
     nix_closure: tuple[str, ...] = ()
     nix_root: str = "/"
     idle_suspend_after: float = 0.0  # the daemon suspends it after this long idle
+    balloon: bool = False  # virtio-balloon with free page reporting
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -209,8 +211,15 @@ def guest_mounts(shares: tuple[PlannedShare, ...], drives: tuple[Drive, ...],
     return tuple(lines)
 
 
-def needed_features(spec: Spec, transport: str) -> list[str]:
-    features = list(BASE_FEATURES)
+def wants_balloon(spec: Spec, hypervisor: Hypervisor) -> bool:
+    """On unless the spec says no, where the hypervisor's balloon is wired (features table)."""
+    return spec.balloon and MATRIX[hypervisor][Feature.BALLOON].ok
+
+
+def needed_features(spec: Spec, transport: str, balloon: bool = False) -> list[str]:
+    features = [*BASE_FEATURES, ROOT_FS] if ROOT_FS not in BASE_FEATURES else list(BASE_FEATURES)
+    if balloon:
+        features.append("virtio-balloon")
     protos = {share.proto for share in spec.shares}
     if ShareProto.VIRTIOFS in protos or (spec.source is Source.NIX
                                          and spec.store is StoreMode.SHARE):
@@ -243,7 +252,8 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
               nix_outputs: tuple[str, ...] = (), nix_closure: tuple[str, ...] = ()) -> Plan:
     choice = choose(spec, host, hypervisor)
     transport = "serial" if choice.hypervisor in SERIAL_AGENT else "vsock"
-    features = needed_features(spec, transport)
+    balloon = wants_balloon(spec, choice.hypervisor)
+    features = needed_features(spec, transport, balloon)
     modules, missing = modules_to_load(features, kernel.config)
     if kernel.modules is not None and not kernel.config:  # no config: the module lists decide
         available = read_dep_table(kernel.modules)
@@ -269,7 +279,7 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         cmdline=kernel_cmdline(host.accel.accel, host.tsc_khz, spec.kernel.cmdline),
         ports=spec.ports,
         init_env={"COVE_HOSTNAME": spec.name, "COVE_ROOT_SERIAL": ROOT_SERIAL,
-                  "COVE_ROOT_FS": "erofs", **network_env(spec)},
+                  "COVE_ROOT_FS": ROOT_FS, **network_env(spec)},
         agent_config=with_nix_path(agent_config(spec, with_services, transport,
                                                 choice.hypervisor), nix_outputs),
         shares=shares,
@@ -286,4 +296,5 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         delivery={key: str(path) for key, path in (("config", spec.config),
                                                     ("secrets", spec.secrets)) if path},
         idle_suspend_after=spec.idle_suspend_after,
+        balloon=balloon,
     )

@@ -15,6 +15,7 @@ TOOL_PACKAGES = {
     "qemu-img": "qemu-utils",
     "qemu-io": "qemu-utils",
     "mkfs.erofs": "erofs-utils",
+    "mksquashfs": "squashfs-tools",
     "mkfs.ext4": "e2fsprogs",
     "e2fsck": "e2fsprogs",
     "resize2fs": "e2fsprogs",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cove.errors import CoveError
+from cove.errors import CoveError, SpecError
 from cove.fsutil import read_json, write_atomic
 from cove.home import prepare_home
 from cove.image.sources.nix import add_gc_roots, remove_gc_roots
@@ -22,7 +22,7 @@ from cove.plan import Plan, make_plan
 from cove.runtime.network import read_leases
 from cove.runtime.vmdir import VmDir
 from cove.runtime.volumes import remove_volume
-from cove.spec.load import SpecError, load_spec
+from cove.spec.load import load_spec
 from cove.spec.model import Hypervisor
 from cove.spec.overrides import parse_port
 from cove.spec.settings import TOP_SETTINGS, Setting
@@ -42,10 +42,12 @@ PATTERNED = {
     "suite": 'name = "a"\nsuite = "VALUE"\n',
     "mirror": 'name = "a"\nmirror = "VALUE"\n',
     "target": 'name = "a"\n[[volumes]]\nsource = "v"\ntarget = "VALUE"\n',
+    "keep": 'name = "a"\nkeep = ["VALUE"]\n',
 }
 VALID = {"name": "web", "services": "web", "user": "nobody", "packages": "curl",
          "package": "linux-image-cloud-amd64", "network": "lab", "suite": "bookworm",
-         "mirror": "http://deb.debian.org/debian", "target": "/data"}
+         "mirror": "http://deb.debian.org/debian", "target": "/data",
+         "keep": "/usr/share/doc/*"}
 
 
 def patterned_settings(settings: tuple[Setting, ...]) -> Iterator[Setting]:

@@ -10,9 +10,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from cove.errors import CoveError
+from cove.errors import CoveError, SpecError
 from cove.spec import load_spec
-from cove.spec.load import SpecError
 from cove.spec.schema import spec_schema
 from cove.spec.values import parse_duration, parse_size_mib
 

@@ -16,8 +16,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cove.errors import CoveError
-from cove.spec.load import SpecError, load_spec
+from cove.errors import CoveError, SpecError
+from cove.spec.load import load_spec
 from cove.spec.settings import TOP_SETTINGS, Setting
 
 ROOT = Path(__file__).resolve().parents[2]

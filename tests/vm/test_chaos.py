@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cove.image.pack import ROOT_FILE
 from tests.vm.conftest import (
     cove,
     cove_argv,
@@ -46,7 +47,7 @@ def test_cli_killed_mid_build_leaves_no_corrupt_entry(cove_home: Path, tmp_path:
         build.wait()
         for entry in (home / "cache" / "root").glob("*"):
             if not entry.name.startswith(".tmp-"):  # published means complete
-                assert (entry / "root.erofs").stat().st_size > 0, entry
+                assert (entry / ROOT_FILE).stat().st_size > 0, entry
     subprocess.run(cove_argv("build", str(spec)), env=env, check=True, capture_output=True)
     assert not list((home / "cache" / "root").glob(".tmp-*"))  # the dead build was swept
     result = subprocess.run(cove_argv("run", str(spec), "--", "python3", "-c", "print(6*7)"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cove.image.pack import ROOT_FILE
 from tests.vm.conftest import (
     HELLO,
     cove_argv,
@@ -157,7 +158,7 @@ def test_gc_keeps_what_a_running_vm_boots_from(cove_home: Path, tmp_path: Path) 
             break
     stale = home / "cache" / "root" / "0123456789abcdef0000"
     stale.mkdir(parents=True)
-    (stale / "root.erofs").write_bytes(b"x" * 4096)
+    (stale / ROOT_FILE).write_bytes(b"x" * 4096)
     try:
         dry = subprocess.run(cove_argv("gc"), env=env, capture_output=True, text=True,
                              check=True)
@@ -166,14 +167,14 @@ def test_gc_keeps_what_a_running_vm_boots_from(cove_home: Path, tmp_path: Path) 
         assert not stale.exists()
         kept = {p.parent.name for p in (home / "cache").glob("*/*")}
         assert {"kernel", "initramfs", "root"} <= kept
-        roots = list((home / "cache" / "root").glob("*/root.erofs"))
+        roots = list((home / "cache" / "root").glob(f"*/{ROOT_FILE}"))
         assert len(roots) == 1  # the running VM's root image stays
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
     assert process.returncode == 0
     subprocess.run(cove_argv("gc", "--apply"), env=env, capture_output=True, check=True)
-    assert not list((home / "cache" / "root").glob("*/root.erofs"))  # unused once it stopped
+    assert not list((home / "cache" / "root").glob(f"*/{ROOT_FILE}"))  # unused once it stopped
 
 
 def test_a_noop_build_is_answered_from_its_stamp(cove_home: Path) -> None:

@@ -14,6 +14,7 @@ import click
 from cove.cli.output import ServicePrinter, progress, write_stream
 from cove.home import cove_home
 from cove.image.build import Artifacts, build_artifacts
+from cove.image.pack import ROOT_FS
 from cove.plan import Plan
 from cove.prepare import Overrides, load_with, plan_for
 from cove.runtime.vmdir import VmDir
@@ -62,7 +63,7 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
     click.echo(f"kernel      {plan.kernel_version}")
     click.echo(f"modules     {' '.join(plan.modules) or '(all built in)'}")
     click.echo(f"cmdline     {' '.join(plan.cmdline)}")
-    click.echo(f"root        {artifacts.root.path} (erofs, read-only, tmpfs overlay)")
+    click.echo(f"root        {artifacts.root.path} ({ROOT_FS}, read-only, tmpfs overlay)")
     click.echo(f"ports       {', '.join(map(str, plan.ports)) or '-'}")
     click.echo(f"services    {', '.join(plan.agent_config['services']) or '-'}")
     click.echo(f"shares      {', '.join(f'{s.source}->{s.target}' for s in plan.shares) or '-'}")

@@ -12,8 +12,7 @@ import click
 
 from cove import __version__
 from cove.cli import copy, mcp, state
-from cove.errors import CoveError
-from cove.spec.load import SpecError
+from cove.errors import CoveError, SpecError
 
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path), default=Path("."))
 ACCEL_OPT = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,

@@ -93,9 +93,13 @@ class Reactor:
         timeout: int | None = None
         if self.timers:
             timeout = max(0, int((self.timers[0][0] - time.monotonic()) * 1000) + 1)
-        for fd, revents in self.poller.poll(timeout):
+        events = self.poller.poll(timeout)
+        polled = dict(self.handlers)
+        for fd, revents in events:
             handler = self.handlers.get(fd)
-            if handler is not None:
+            # an fd closed and reused by an earlier handler of this batch (a child's pipe,
+            # then a new connection) must not get the old fd's event (a HUP would drop it)
+            if handler is not None and handler is polled.get(fd):
                 handler(revents)
         self._fire_timers()
 

@@ -50,6 +50,7 @@ def build_artifacts(spec: Spec, cache: Cache | None = None) -> Artifacts:
 
 def build_root(spec: Spec, cache: Cache) -> RootImage:
     if spec.source is Source.DEBIAN:
-        path, packages = build_debian_root(spec.suite, spec.mirror, spec.packages, cache)
+        path, packages = build_debian_root(spec.suite, spec.mirror, spec.packages, cache,
+                                           spec.keep)
         return RootImage(path, packages, path.stat().st_size)
-    return build_host_root(spec.packages, cache)
+    return build_host_root(spec.packages, cache, spec.keep)

@@ -26,6 +26,7 @@ FEATURES = {
         Feature("virtio-rng", "CONFIG_HW_RANDOM_VIRTIO", "virtio_rng"),
         Feature("virtio-net", "CONFIG_VIRTIO_NET", "virtio_net"),
         Feature("erofs", "CONFIG_EROFS_FS", "erofs"),
+        Feature("squashfs", "CONFIG_SQUASHFS", "squashfs"),
         Feature("overlay", "CONFIG_OVERLAY_FS", "overlay"),
         Feature("ext4", "CONFIG_EXT4_FS", "ext4"),
         Feature("acpi-button", "CONFIG_ACPI_BUTTON", "button"),
@@ -34,6 +35,7 @@ FEATURES = {
         Feature("9p", "CONFIG_9P_FS", "9p"),
         Feature("9p-virtio", "CONFIG_NET_9P_VIRTIO", "9pnet_virtio"),
         Feature("vsock", "CONFIG_VIRTIO_VSOCKETS", "vmw_vsock_virtio_transport"),
+        Feature("virtio-balloon", "CONFIG_VIRTIO_BALLOON", "virtio_balloon"),
     )
 }
 

@@ -1,4 +1,4 @@
-"""Root image from host packages: files of installed Debian packages, packed as erofs."""
+"""Root image from host packages: files of installed Debian packages, packed read-only."""
 
 from __future__ import annotations
 
@@ -7,22 +7,18 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cove.image import trim
 from cove.image.cache import Cache, content_key
 from cove.image.elf import library_closure
+from cove.image.pack import ROOT_FILE, ROOT_FS, pack_root
 from cove.image.sources.dpkg import Package, closure, installed_packages, package_files
 from cove.proc import run
 
-FORMAT_VERSION = 3  # bump when the layout of built images changes
+FORMAT_VERSION = 6  # bump when the layout of built images changes
 # What every guest needs, whatever the spec asks for: the agent's Python, a shell and
 # userland (busybox), and /etc/os-release and friends.
 BASE_PACKAGES = ("python3", "busybox-static", "base-files")
 MERGED_USR = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
-EXCLUDED_PREFIXES = (
-    "/usr/share/doc/", "/usr/share/man/", "/usr/share/info/", "/usr/share/locale/",
-    "/usr/share/lintian/", "/usr/share/doc-base/", "/usr/share/bug/", "/usr/share/menu/",
-    "/usr/lib/python3.11/test/", "/usr/lib/python3.11/idlelib/", "/usr/lib/python3.11/tkinter/",
-    "/usr/lib/python3.11/turtledemo/", "/usr/lib/python3.11/lib2to3/tests/",
-)
 ETC_FILES = {
     "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:"
                   "/usr/sbin/nologin\n",
@@ -44,26 +40,26 @@ def resolve_packages(requested: tuple[str, ...]) -> list[Package]:
     return closure([*BASE_PACKAGES, *requested], installed_packages())
 
 
-def host_root_key(packages: list[Package]) -> str:
-    return content_key(["host-root", FORMAT_VERSION,
+def host_root_key(packages: list[Package], keep: tuple[str, ...] = ()) -> str:
+    return content_key(["host-root", FORMAT_VERSION, ROOT_FS, trim.VERSION, list(keep),
                         [(p.name, p.version, p.arch) for p in packages]])
 
 
-def build_host_root(requested: tuple[str, ...], cache: Cache) -> RootImage:
+def build_host_root(requested: tuple[str, ...], cache: Cache,
+                    keep: tuple[str, ...] = ()) -> RootImage:
     packages = resolve_packages(requested)
-    key = host_root_key(packages)
+    key = host_root_key(packages, keep)
 
     def build(out: Path) -> None:
         tree = out / "tree"
-        populate_tree(tree, packages)
-        run(["mkfs.erofs", "-zlz4hc", "--all-root", "-T0", "--quiet", str(out / "root.erofs"),
-             str(tree)], what="mkfs.erofs")
+        populate_tree(tree, packages, keep)
+        pack_root(tree, out / ROOT_FILE)
         shutil.rmtree(tree)
         (out / "packages.txt").write_text(
             "".join(f"{p.name}\t{p.version}\n" for p in packages))
 
     entry = cache.get_or_build("root", key, build)
-    image = entry / "root.erofs"
+    image = entry / ROOT_FILE
     return RootImage(image, tuple(p.name for p in packages), image.stat().st_size)
 
 
@@ -73,11 +69,7 @@ def canonical(path: str) -> str:
     return os.path.join(os.path.realpath(parent or "/"), leaf)
 
 
-def wanted_file(path: str) -> bool:
-    return not path.startswith(EXCLUDED_PREFIXES)
-
-
-def populate_tree(tree: Path, packages: list[Package]) -> None:
+def populate_tree(tree: Path, packages: list[Package], keep: tuple[str, ...] = ()) -> None:
     tree.mkdir()
     for top, target in MERGED_USR.items():
         (tree / target).mkdir(parents=True, exist_ok=True)
@@ -85,7 +77,7 @@ def populate_tree(tree: Path, packages: list[Package]) -> None:
     copied: list[Path] = []
     for package in packages:
         for path in package_files(package):
-            if wanted_file(path):
+            if not trim.trimmed(canonical(path), keep):
                 copy_entry(canonical(path), tree, copied)
     libraries, _missing = library_closure(copied)
     for library in sorted(libraries):

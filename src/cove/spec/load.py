@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from cove.errors import CoveError, die
+from cove.errors import SpecError, die
 from cove.spec.model import (
     Accel,
     Filesystem,
@@ -46,15 +46,6 @@ def touches_host_store(path: Path) -> Path | None:
 
 def is_named_volume(source: str) -> bool:
     return "/" not in source and not source.startswith(".")
-
-
-class SpecError(CoveError):
-    """One or more problems in a spec file, each with its key path and a fix."""
-
-    def __init__(self, file: str, problems: list[Problem]) -> None:
-        self.file = file
-        self.problems = problems
-        super().__init__("\n".join(p.render(file) for p in problems))
 
 
 def resolve_spec_path(target: str | Path) -> Path:
@@ -299,6 +290,7 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
         vcpu=values["vcpu"],
         memory_mib=values["memory"],
         packages=tuple(values["packages"]),
+        keep=tuple(values["keep"]),
         services=services,
         ports=ports,
         env=dict(values["env"]),
@@ -327,4 +319,5 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
         secrets=values.get("secrets"),
         ephemeral=values["ephemeral"],
         idle_suspend_after=float((values["idle"] or {}).get("suspend_after", 0.0)),
+        balloon=values["balloon"],
     )

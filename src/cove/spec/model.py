@@ -129,6 +129,7 @@ class Spec:
     vcpu: int = 1
     memory_mib: int = 256
     packages: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()  # paths kept although a trim rule drops them
     services: tuple[Service, ...] = ()
     ports: tuple[Port, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
@@ -150,6 +151,7 @@ class Spec:
     ephemeral: bool = False
     accel: Accel = Accel.AUTO
     idle_suspend_after: float = 0.0  # seconds; 0 = never
+    balloon: bool = True
 
     @property
     def directory(self) -> Path:

@@ -153,6 +153,9 @@ TOP_SETTINGS = (
             minimum=64, maximum=1024 * 1024),
     Setting("packages", Kind.STR_LIST, "Debian packages whose files make up the root image.",
             default=[], pattern=PACKAGE_PATTERN),
+    Setting("keep", Kind.STR_LIST, "Guest paths (globs) kept in the root image although a trim "
+            "rule leaves them out (docs/images.md lists the rules).", default=[],
+            pattern=GUEST_PATH_PATTERN, example="/usr/share/doc/*"),
     Setting("env", Kind.ENV, "Environment variables for every service.", default={}),
     Setting("services", Kind.TABLE_MAP, "Services the guest agent supervises, by name.",
             default={}, fields=SERVICE_SETTINGS, pattern=NAME_PATTERN),
@@ -174,6 +177,8 @@ TOP_SETTINGS = (
             default=False),
     Setting("config", Kind.PATH, "Directory delivered read-only at /config in the guest."),
     Setting("secrets", Kind.PATH, "Directory delivered at /run/secrets (tmpfs, files 0400)."),
+    Setting("balloon", Kind.BOOL, "Give memory the guest frees back to the host (virtio-balloon "
+            "with free page reporting), where the hypervisor has it wired.", default=True),
     Setting("ephemeral", Kind.BOOL, "Leave no trace: volumes are attached through throw-away "
             "qcow2 overlays (the root's writes are always thrown away).", default=False),
     Setting("source", Kind.ENUM, "Where the root image's files come from.",

@@ -39,7 +39,7 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.USER_NET: Support(True, "-netdev user"),
         Feature.TAP: Y,
         Feature.VSOCK: Support(True, "vhost-vsock-device (needs /dev/vhost-vsock)"),
-        Feature.BALLOON: Y,
+        Feature.BALLOON: Support(True, "virtio-balloon-device, free page reporting"),
         Feature.GRACEFUL_SHUTDOWN: Support(True, "agent, then ACPI power button (QMP)"),
         Feature.RUNTIME_FORWARD: Support(True, "QMP hostfwd_add, or the agent tunnel"),
         Feature.QCOW2: Y,
@@ -54,7 +54,8 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
                                          "\"<name>\" (cove network create) or \"none\""),
         Feature.TAP: Y,
         Feature.VSOCK: Support(True, "hybrid vsock over a unix socket"),
-        Feature.BALLOON: Y,
+        Feature.BALLOON: Support(False, "not wired in cove yet, so freed guest memory stays "
+                                        "with the VM; use hypervisor = qemu to give it back"),
         Feature.GRACEFUL_SHUTDOWN: Support(True, "agent, then SendCtrlAltDel"),
         Feature.RUNTIME_FORWARD: Support(True, "the agent tunnel"),
         Feature.QCOW2: Support(False, "firecracker takes raw images only; drop ephemeral"),
@@ -67,7 +68,8 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
                                          " = \"<name>\" (cove network create) or \"none\""),
         Feature.TAP: Y,
         Feature.VSOCK: Support(True, "hybrid vsock over a unix socket"),
-        Feature.BALLOON: Y,
+        Feature.BALLOON: Support(False, "not wired in cove yet, so freed guest memory stays "
+                                        "with the VM; use hypervisor = qemu to give it back"),
         Feature.GRACEFUL_SHUTDOWN: Support(True, "agent, then vm.power-button"),
         Feature.RUNTIME_FORWARD: Support(True, "the agent tunnel"),
         Feature.QCOW2: Y,
@@ -80,7 +82,8 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
                                          " = \"<name>\" (cove network create) or \"none\""),
         Feature.TAP: Y,
         Feature.VSOCK: Support(True, "vhost-vsock; the host connects with AF_VSOCK"),
-        Feature.BALLOON: Y,
+        Feature.BALLOON: Support(False, "not wired in cove yet, so freed guest memory stays "
+                                        "with the VM; use hypervisor = qemu to give it back"),
         Feature.GRACEFUL_SHUTDOWN: Support(True, "agent, then `crosvm powerbtn`"),
         Feature.RUNTIME_FORWARD: Support(True, "the agent tunnel"),
         Feature.QCOW2: Y,
@@ -92,7 +95,8 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.USER_NET: Support(True, "--network mode=user"),
         Feature.TAP: Y,
         Feature.VSOCK: Support(True, "vhost-vsock; the host connects with AF_VSOCK"),
-        Feature.BALLOON: Y,
+        Feature.BALLOON: Support(False, "not wired in cove yet, so freed guest memory stays "
+                                        "with the VM; use hypervisor = qemu to give it back"),
         Feature.GRACEFUL_SHUTDOWN: Support(False, "kvmtool has no graceful stop: cove asks the "
                                                   "agent to power off, else `lkvm stop` kills"),
         Feature.RUNTIME_FORWARD: Support(True, "the agent tunnel (kvmtool's user net has no "
@@ -104,8 +108,8 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
 # Guest boot speed on KVM, fastest first: what `auto` prefers among capable hypervisors.
 SPEED_ORDER = (Hypervisor.FIRECRACKER, Hypervisor.CLOUD_HYPERVISOR, Hypervisor.CROSVM,
                Hypervisor.KVMTOOL, Hypervisor.QEMU)
-# Graceful shutdown is good to have, not a requirement: kvmtool's lack is said, not refused.
-SOFT = frozenset({Feature.GRACEFUL_SHUTDOWN})
+# Good to have, not requirements: a lack is said, not refused (balloon is on by default).
+SOFT = frozenset({Feature.GRACEFUL_SHUTDOWN, Feature.BALLOON})
 
 
 def required_features(spec: Spec, accel: str) -> list[Feature]:

@@ -105,6 +105,7 @@ def qemu_argv(plan: Plan, files: BootFiles, sockets: RunPaths) -> list[str]:
         "-device", "virtio-serial-device",
         "-device", f"virtserialport,chardev=agent,name={PORT_NAME}",
         "-device", "virtio-rng-device",
+        *(["-device", "virtio-balloon-device,free-page-reporting=on"] if plan.balloon else []),
         *drive_args(plan, files, sockets),
         *share_args(plan, sockets),
         *network_args(plan),

@@ -1,4 +1,4 @@
-"""Root images from Debian's archive: mmdebstrap into cove's cache, packed as erofs.
+"""Root images from Debian's archive: mmdebstrap into cove's cache, packed read-only.
 
 Cached by suite, mirror, package set and date: the same day the same spec reuses its image;
 the next day brings the archive's updates.
@@ -16,7 +16,7 @@ from pathlib import Path
 from cove.errors import die
 from cove.fsutil import remove_tree
 from cove.image.cache import Cache, content_key
-from cove.proc import require_tool, run
+from cove.proc import require_tool
 
 FORMAT_VERSION = 1
 # The agent's Python, and busybox: the agent powers off with it and users get its applets.
@@ -78,26 +78,29 @@ def bootstrap(suite: str, mirror: str, packages: list[str], tree: Path) -> None:
 
 
 def build_debian_root(suite: str, mirror: str, requested: tuple[str, ...],
-                      cache: Cache) -> tuple[Path, tuple[str, ...]]:
+                      cache: Cache, keep: tuple[str, ...] = ()) -> tuple[Path, tuple[str, ...]]:
+    from cove.image import trim
+    from cove.image.pack import ROOT_FILE, ROOT_FS, pack_root
     from cove.image.rootfs import add_busybox_applets
 
     packages = sorted({*BASE_PACKAGES, *requested})
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    key = content_key(["debian", FORMAT_VERSION, suite, mirror, packages, day])
+    key = content_key(["debian", FORMAT_VERSION, suite, mirror, packages, day, trim.VERSION,
+                       list(keep), ROOT_FS])
 
     def build(out: Path) -> None:
         tree = out / "tree"
         bootstrap(suite, mirror, packages, tree)
+        trim.trim_tree(tree, keep)
         add_busybox_applets(tree)
         for name in ("cove", "run", "tmp"):
             (tree / name).mkdir(exist_ok=True)
         hosts = tree / "etc" / "hosts"
         if not hosts.exists():
             hosts.write_text("127.0.0.1\tlocalhost\n::1\tlocalhost\n")
-        run(["mkfs.erofs", "-zlz4hc", "--all-root", "-T0", "--quiet", str(out / "root.erofs"),
-             str(tree)], what="mkfs.erofs")
+        pack_root(tree, out / ROOT_FILE)
         remove_tree(tree)
         (out / "packages.txt").write_text("".join(f"{p}\n" for p in packages))
 
     entry = cache.get_or_build("root-debian", key, build)
-    return entry / "root.erofs", tuple(packages)
+    return entry / ROOT_FILE, tuple(packages)
