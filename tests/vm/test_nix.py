@@ -66,7 +66,7 @@ def test_flake_guest_sees_its_closure_and_cannot_write_the_hosts(cove_home: Path
 
 def test_guest_nix_knows_its_closure(cove_home: Path, tmp_path: Path) -> None:
     spec = flake_spec(tmp_path, "image", 'packages = ["nix-bin"]\n')
-    script = ("sleep 1; out=$(dirname $(dirname $(which hello))); "
+    script = ("out=$(dirname $(dirname $(which hello))); "  # ready means Nix knows it
               "nix-store --verify --check-contents 2>/dev/null; echo verify=$?; "
               "nix-store -qR $out 2>/dev/null")
     result = subprocess.run(cove_argv("run", str(spec), "--", "sh", "-c", script),

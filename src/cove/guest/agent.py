@@ -82,6 +82,8 @@ class Agent:
         self.next_channel = 1
         self.shutting_down = False
         self.finished = False
+        self.ready = True
+        self.greet_pending = False
         env = {**BASE_ENV, **config.get("env", {})}  # type: ignore[dict-item]
         services: dict[str, dict[str, object]] = config.get("services", {})  # type: ignore[assignment]
         self.services = {
@@ -98,6 +100,10 @@ class Agent:
 
     # -- host channel ---------------------------------------------------------------
     def greet(self, _frame: dict[str, object]) -> None:
+        if not self.ready:  # answered once the guest is ready (its Nix knows its closure)
+            self.greet_pending = True
+            return
+        self.greet_pending = False
         self.link.send({"t": "hello", "v": proto.VERSION, "caps": ["exec", "logs", "status"],
                         "uptime": self.uptime()})
 
@@ -319,7 +325,10 @@ class Agent:
 
     def start(self) -> None:
         self.own_secrets()
-        self.register_nix_closure()
+        if not self.register_nix_closure():
+            self.start_services()
+
+    def start_services(self) -> None:
         for service in self.services.values():
             service.start()
         if self.in_vm and self.config.get("console_shell", True):
@@ -337,12 +346,23 @@ class Agent:
         self.listening = now
         self.reactor.later(LISTEN_POLL, self.watch_listening)
 
-    def register_nix_closure(self) -> None:
-        """A guest with Nix learns the paths it was given (cove's dump of their DB rows)."""
-        if os.path.exists(NIX_DB_DUMP) and os.path.exists("/usr/bin/nix-store"):
-            self.reactor.spawn(["/bin/sh", "-c", f"nix-store --load-db < {NIX_DB_DUMP}"],
-                               dict(BASE_ENV), lambda fd, data: say(data.decode().strip()),
-                               lambda code: self.event({"kind": "nix-db-loaded", "code": code}))
+    def register_nix_closure(self) -> bool:
+        """A guest with Nix learns the paths it was given (cove's dump of their DB rows)
+        before its services start or the host is answered; True while that is under way."""
+        if not (os.path.exists(NIX_DB_DUMP) and os.path.exists("/usr/bin/nix-store")):
+            return False
+        self.ready = False
+        self.reactor.spawn(["/bin/sh", "-c", f"nix-store --load-db < {NIX_DB_DUMP}"],
+                           dict(BASE_ENV), lambda fd, data: say(data.decode().strip()),
+                           self.nix_closure_loaded)
+        return True
+
+    def nix_closure_loaded(self, code: int) -> None:
+        self.ready = True
+        self.event({"kind": "nix-db-loaded", "code": code})
+        self.start_services()
+        if self.greet_pending:
+            self.greet({})
 
     def own_secrets(self) -> None:
         """Secrets belong to the user the services run as (init made them 0400 root)."""
