@@ -37,22 +37,8 @@ from cove.vmm.qemu import qemu_argv
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "examples" / "hello"
 MARKER = b"cove-bench-python-marker"
-BARE_INIT = f"""#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t devtmpfs dev /dev
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-while read -r m; do insmod /lib/modules/$m; done < /modules
-mkdir /root
-for b in /sys/block/vd*; do dev=/dev/${{b##*/}}; done
-mount -t ROOTFS -o ro $dev /root
-mount -t devtmpfs dev /root/dev
-chroot /root /usr/bin/python3 -S -c 'print("{MARKER.decode()}")'
-poweroff -f
-"""
-
-
-SERVICE_INIT = """#!/bin/busybox sh
+# Every bare init: busybox, the same modules, the root image mounted (ROOTFS: its type).
+INIT_HEAD = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t devtmpfs dev /dev
 mount -t proc proc /proc
@@ -62,7 +48,13 @@ mkdir /root
 for b in /sys/block/vd*; do dev=/dev/${b##*/}; done
 mount -t ROOTFS -o ro $dev /root
 mount -t devtmpfs dev /root/dev
-mount -t proc proc /root/proc
+"""
+BARE_INIT = INIT_HEAD + f"""chroot /root /usr/bin/python3 -S -c 'print("{MARKER.decode()}")'
+poweroff -f
+"""
+
+
+SERVICE_INIT = INIT_HEAD + """mount -t proc proc /root/proc
 mount -t tmpfs tmp /root/tmp
 ip link set lo up; ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0
 mkdir -p /root/tmp/www; echo '<h1>Hello from cove!</h1>' > /root/tmp/www/index.html

@@ -16,11 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.boot import HELLO, MARKER
+from bench.boot import HELLO, INIT_HEAD, MARKER, bare_initramfs
 from bench.common import median, print_table, write_json
 from cove.image.build import Artifacts, build_artifacts
-from cove.image.cpio import CpioWriter
-from cove.image.initramfs import busybox_path, module_paths
 from cove.image.rootfs import populate_tree, resolve_packages
 from cove.plan import HostFacts, Plan, make_plan
 from cove.spec import load_spec
@@ -28,38 +26,17 @@ from cove.vmm.accel import decide_accel, host_tsc_khz
 from cove.vmm.layout import BootFiles, RunPaths
 from cove.vmm.qemu import qemu_argv
 
-INIT = """#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mount -t devtmpfs dev /dev
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-while read -r m; do insmod /lib/modules/$m; done < /modules
-mkdir /root
-for b in /sys/block/vd*; do dev=/dev/${b##*/}; done
-mount -t FSTYPE -o ro $dev /root
-mount -t devtmpfs dev /root/dev
-chroot /root /usr/bin/python3 -S -c 'print("MARKER")'
+INIT = INIT_HEAD + """chroot /root /usr/bin/python3 -S -c 'print("MARKER")'
 chroot /root /usr/bin/python3 -c 'import http.server; print("MARKER-2")'
 poweroff -f
 """
 
 
 def initramfs(artifacts: Artifacts, plan: Plan, fstype: str, out: Path) -> None:
-    modules = list(dict.fromkeys([*plan.modules, fstype]))
-    paths = module_paths(artifacts.kernel, modules)
-    assert artifacts.kernel.modules is not None
-    with out.open("wb") as handle:
-        writer = CpioWriter(handle)
-        for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules"):
-            writer.directory(directory)
-        writer.file("bin/busybox", busybox_path().read_bytes(), 0o755)
-        init = INIT.replace("FSTYPE", fstype).replace("MARKER", MARKER.decode())
-        writer.file("init", init.encode(), 0o755)
-        names = [Path(p).name for p in paths]
-        for relative, name in zip(paths, names, strict=True):
-            writer.file(f"lib/modules/{name}", (artifacts.kernel.modules / relative).read_bytes())
-        writer.file("modules", "".join(f"{n}\n" for n in names).encode())
-        writer.close()
+    with_module = Plan(**{**plan.__dict__, "modules": tuple(dict.fromkeys([*plan.modules,
+                                                                             fstype]))})
+    init = INIT.replace("ROOTFS", fstype).replace("MARKER", MARKER.decode())
+    bare_initramfs(artifacts, with_module, out, init)
 
 
 def boot(plan: Plan, kernel: Path, initrd: Path, root: Path, work: Path) -> tuple[float, float]:

@@ -15,10 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from bench.boot import time_bare
+from bench.boot import answers, time_bare
 from bench.common import bench_home, free_port, median, print_table, write_json
 from bench.lifecycle import daemon_pid
 from cove.client import Client
@@ -38,14 +37,6 @@ def cove(*args: str, env: dict[str, str]) -> str:
     if result.returncode != 0:
         raise SystemExit(f"cove {' '.join(args)} failed:\n{result.stderr}")
     return result.stdout
-
-
-def answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def until_answering(ports: list[int], started: float, limit: float = 60.0) -> float:
