@@ -26,7 +26,8 @@ def code_stamp() -> list[tuple[str, int, int]]:
     """Size and mtime of each file of cove itself (its code becomes the agent and init)."""
     root = Path(__file__).resolve().parents[1]
     found = []
-    for directory, _dirs, files in os.walk(root):
+    for directory, directories, files in os.walk(root):
+        directories[:] = [d for d in directories if d != "__pycache__"]
         for name in files:
             if name.endswith((".py", ".sh")):
                 info = os.stat(os.path.join(directory, name))
