@@ -93,6 +93,12 @@ class Plan:
     nix_root: str = "/"
     idle_suspend_after: float = 0.0  # the daemon suspends it after this long idle
     balloon: bool = False  # virtio-balloon with free page reporting
+    stack: str = ""  # the stack it belongs to: a second NIC on that stack's segment
+    member: str = ""  # its name within the stack
+
+    @property
+    def segment_mac(self) -> str:
+        return self.init_env.get("COVE_SEG_MAC", "")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -228,7 +234,7 @@ def needed_features(spec: Spec, transport: str, balloon: bool = False) -> list[s
         features += ["9p", "9p-virtio"]
     if spec.volumes:
         features.append("ext4")
-    if spec.network != "none":
+    if spec.network != "none" or spec.segment:
         features.append("virtio-net")
     if transport == "vsock":
         features.append("vsock")
@@ -236,9 +242,20 @@ def needed_features(spec: Spec, transport: str, balloon: bool = False) -> list[s
 
 
 def network_env(spec: Spec) -> dict[str, str]:
+    env = {}
     if spec.network == "user":
-        return {"COVE_IP": GUEST_IP, "COVE_GATEWAY": GUEST_GATEWAY, "COVE_DNS": GUEST_DNS}
-    return {}
+        env = {"COVE_IP": GUEST_IP, "COVE_GATEWAY": GUEST_GATEWAY, "COVE_DNS": GUEST_DNS}
+    if spec.segment:
+        env |= {"COVE_SEG_IP": spec.segment.address, "COVE_SEG_MAC": segment_mac(spec.name),
+                "COVE_SEG_HOSTS": " ".join(f"{name}={address}"
+                                           for name, address in spec.segment.peers)}
+    return env
+
+
+def segment_mac(name: str) -> str:
+    """A stable, locally administered MAC for a VM's stack NIC (0a:c5: never a vendor's)."""
+    digest = hashlib.sha256(f"segment/{name}".encode()).digest()
+    return "0a:c5:" + ":".join(f"{b:02x}" for b in digest[:4])
 
 
 def choose(spec: Spec, host: HostFacts, hypervisor: Hypervisor | None) -> HypervisorChoice:
@@ -297,4 +314,6 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
                                                     ("secrets", spec.secrets)) if path},
         idle_suspend_after=spec.idle_suspend_after,
         balloon=balloon,
+        stack=spec.segment.stack if spec.segment else "",
+        member=spec.segment.member if spec.segment else "",
     )

@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from cove import __version__
-from cove.cli import copy, mcp, state
-from cove.errors import CoveError, SpecError
+from cove.cli import copy, mcp, service, state
+from cove.errors import CoveError, SpecError, die
 
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path), default=Path("."))
 ACCEL_OPT = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
@@ -75,10 +75,15 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 @SPEC_ARG
 def check(spec: Path) -> None:
-    """Validate a spec; print every problem with its key and a fix."""
+    """Validate a spec or a stack; print every problem with its key and a fix."""
     from cove.prepare import require_privileges
     from cove.spec.load import load_spec
+    from cove.spec.stack import stack_file_of
 
+    if stack_file_of(spec):
+        from cove.cli.stacks import check_stack
+
+        return check_stack(spec)
     loaded = load_spec(spec)
     require_privileges(loaded)
     choice = check_hypervisor(loaded)
@@ -103,11 +108,13 @@ def check_hypervisor(spec: Any) -> str:
 
 
 @cli.command()
-def schema() -> None:
+@click.option("--stack", is_flag=True, help="The schema of cove-stack.toml instead.")
+def schema(stack: bool) -> None:
     """Print the JSON schema of cove.toml (for editors)."""
     from cove.spec.schema import spec_schema
+    from cove.spec.stack import stack_schema
 
-    click.echo(json.dumps(spec_schema(), indent=2))
+    click.echo(json.dumps(stack_schema() if stack else spec_schema(), indent=2))
 
 
 @cli.command()
@@ -171,15 +178,35 @@ def run(spec: Path, command: tuple[str, ...], accel: str | None, cold: bool,
 @COLD_OPT
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for healthy.")
 @click.option("--no-wait", is_flag=True, help="Return once booted, without waiting for health.")
+@click.option("--abort-on-failure", is_flag=True,
+              help="A stack: when one VM fails, stop the ones this call started.")
 def up(spec: Path, detach: bool, accel: str | None, cold: bool, timeout: float,
-       no_wait: bool, **flags: Any) -> None:
-    """Start a VM in the background (kept by the cove daemon) and wait until it is healthy.
+       no_wait: bool, abort_on_failure: bool, **flags: Any) -> None:
+    """Start a VM, or a stack's VMs in dependency order, in the background (kept by the
+    cove daemon) and wait until healthy.
 
-    Without -d, follow its logs afterwards; Ctrl-C then stops it.
+    Without -d, follow the logs afterwards; Ctrl-C then stops what it started.
     """
     from cove.cli.vms import up_command
+    from cove.spec.stack import stack_file_of
 
+    if stack_file_of(spec):
+        from cove.cli.stacks import stack_up_command
+
+        if any(flags.values()):
+            die("-p, -e, -v, --name and the like change one VM, not a stack",
+                "set them per VM in cove-stack.toml ([vms.NAME] ports = ..., env = ...)")
+        return stack_up_command(spec, detach, accel, timeout, no_wait, cold, abort_on_failure)
     up_command(spec, detach, overrides(**flags), accel, timeout, no_wait, cold)
+
+
+def vm_of(client: Any, name: str) -> str:
+    """A VM's name from NAME or STACK/VM."""
+    if "/" not in name:
+        return name
+    from cove.stacks import resolve_vm
+
+    return resolve_vm(client, name)
 
 
 @cli.command(name="ls")
@@ -205,11 +232,16 @@ def ls_command(as_json: bool) -> None:
 @click.option("--no-timestamps", is_flag=True, help="Leave out timestamps.")
 def logs(name: str, follow: bool, count: int | None, service: str | None, console: bool,
          no_timestamps: bool) -> None:
-    """Print a VM's service logs (kept across restarts and daemon restarts)."""
+    """Print a VM's service logs (kept across restarts and daemon restarts); of a stack, its
+    VMs' logs interleaved with a `vm |` prefix."""
+    from cove.cli.stacks import follow_stack_logs, stack_name
     from cove.cli.vms import follow_logs
     from cove.client import Client
 
     client = Client()
+    if not console and (stack := stack_name(client, name)):
+        return follow_stack_logs(client, stack, count, follow, service, not no_timestamps)
+    name = vm_of(client, name)
     if console:
         click.echo(client.console_log(name, count or 100), nl=False)
         return
@@ -234,6 +266,7 @@ def exec_command(name: str, command: tuple[str, ...], interactive: bool, use_tty
     from cove.spec.overrides import parse_env
 
     client = Client()
+    name = vm_of(client, name)
     client.get(name)  # a clear error if there is no such VM
     code = asyncio.run(exec_remote(client, name, list(command), dict(map(parse_env, env)),
                                    workdir, user, interactive or use_tty, use_tty))
@@ -254,6 +287,7 @@ def forward(name: str, ports: tuple[str, ...], tunnel: bool, remove: tuple[int, 
     from cove.client import Client
 
     client = Client()
+    name = vm_of(client, name)
     for port in ports:
         added = client.add_forward(name, port, tunnel)
         click.echo(f"{added['port']} (via {added['via']})")
@@ -275,6 +309,7 @@ def console(name: str) -> None:
     from cove.client import Client
 
     client = Client()
+    name = vm_of(client, name)
     client.get(name)
     asyncio.run(console_remote(client, name))
 
@@ -283,10 +318,12 @@ def console(name: str) -> None:
 @click.argument("name")
 @click.option("--timeout", default=20.0, show_default=True, help="Seconds for a graceful stop.")
 def restart(name: str, timeout: float) -> None:
-    """Stop a VM gracefully and boot it again."""
+    """Stop a VM (or STACK/VM) gracefully and boot it again."""
     from cove.client import Client
 
-    vm = Client().restart(name, timeout)
+    client = Client()
+    name = vm_of(client, name)
+    vm = client.restart(name, timeout)
     click.echo(f"{name} restarted ({vm['state']})")
 
 
@@ -296,7 +333,8 @@ def restart(name: str, timeout: float) -> None:
 @click.option("--timeout", default=20.0, show_default=True,
               help="Seconds for the graceful stop (agent, then ACPI) before QEMU is killed.")
 def down(names: tuple[str, ...], all_vms: bool, timeout: float) -> None:
-    """Stop VMs gracefully and forget them (their logs stay)."""
+    """Stop VMs gracefully and forget them (their logs stay); a stack's VMs in reverse
+    start order."""
     from cove.cli.vms import down_command
 
     down_command(names, all_vms, timeout)
@@ -506,29 +544,8 @@ def daemon() -> None:
 
 
 for command in (state.pause, state.resume, state.suspend, state.clone, state.snapshot,
-                copy.cp, mcp.mcp):
+                copy.cp, mcp.mcp, service.enable, service.disable, service.systemd):
     cli.add_command(command)
-
-
-def explain(error: BaseException) -> tuple[str, str | None]:
-    """One line (and a hint) for a failure that is not a CoveError: no traceback reaches a
-    user, whatever went wrong."""
-    if isinstance(error, PermissionError):
-        return (f"permission denied: {error.filename or error}",
-                "run cove as the user that owns that file, or check its mode")
-    if isinstance(error, FileNotFoundError):
-        return (f"no such file: {error.filename or error}", None)
-    if isinstance(error, TimeoutError):
-        return ("timed out waiting for the cove daemon or a VM",
-                "see `cove events` and coved.log in the cove home")
-    if isinstance(error, ConnectionError):
-        return (f"lost the connection to the cove daemon: {error}",
-                "it may have stopped; any cove command starts it again (see coved.log)")
-    if isinstance(error, OSError):
-        return (f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""),
-                None)
-    return (f"internal error: {type(error).__name__}: {error}",
-            "this is a cove bug; please report it with the command you ran")
 
 
 def main() -> None:
@@ -553,6 +570,8 @@ def main() -> None:
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(141)
     except Exception as error:
+        from cove.cli.output import explain
+
         message, hint = explain(error)
         click.echo(f"cove: error: {message}" + (f"\n  hint: {hint}" if hint else ""), err=True)
         sys.exit(1)

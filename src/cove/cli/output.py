@@ -62,3 +62,24 @@ def write_stream(fd: int, data: bytes) -> None:
     stream = sys.stderr if fd == 2 else sys.stdout
     stream.buffer.write(data)
     stream.flush()
+
+
+def explain(error: BaseException) -> tuple[str, str | None]:
+    """One line (and a hint) for a failure that is not a CoveError: no traceback reaches a
+    user, whatever went wrong."""
+    if isinstance(error, PermissionError):
+        return (f"permission denied: {error.filename or error}",
+                "run cove as the user that owns that file, or check its mode")
+    if isinstance(error, FileNotFoundError):
+        return (f"no such file: {error.filename or error}", None)
+    if isinstance(error, TimeoutError):
+        return ("timed out waiting for the cove daemon or a VM",
+                "see `cove events` and coved.log in the cove home")
+    if isinstance(error, ConnectionError):
+        return (f"lost the connection to the cove daemon: {error}",
+                "it may have stopped; any cove command starts it again (see coved.log)")
+    if isinstance(error, OSError):
+        return (f"{error.strerror or error}" + (f": {error.filename}" if error.filename else ""),
+                None)
+    return (f"internal error: {type(error).__name__}: {error}",
+            "this is a cove bug; please report it with the command you ran")

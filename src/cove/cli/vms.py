@@ -42,10 +42,18 @@ def ls_rows(vms: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def print_ls(vms: list[dict[str, Any]]) -> None:
+    """The table; with a STACK column, the stacks' VMs together, when any VM has one."""
     from tabulate import tabulate
 
     headers = ["NAME", "STATE", "HEALTH", "PORTS", "UPTIME", "CPU", "MEM"]
-    click.echo(tabulate(ls_rows(vms), headers=headers, tablefmt="plain"))
+    if not any(vm.get("stack") for vm in vms):
+        click.echo(tabulate(ls_rows(vms), headers=headers, tablefmt="plain"))
+        return
+    from cove.cli.stacks import grouped
+
+    vms = grouped(vms)
+    rows = [[vm.get("stack") or "-", *row] for vm, row in zip(vms, ls_rows(vms), strict=True)]
+    click.echo(tabulate(rows, headers=["STACK", *headers], tablefmt="plain"))
 
 
 def format_log(entry: dict[str, Any], timestamps: bool) -> str:
@@ -64,14 +72,23 @@ def follow_logs(client: Client, name: str, count: int | None, follow: bool,
         pass
 
 
+def resolve_vm(client: Client, name: str) -> str:
+    from cove.stacks import resolve_vm as resolve
+
+    return resolve(client, name)
+
+
 def up_command(spec_path: Path, detach: bool, flags: Overrides, accel: str | None,
                timeout: float, no_wait: bool, cold: bool = False) -> None:
     from cove.cli.output import progress
     from cove.prepare import load_with, start_detached, wait_healthy
+    from cove.stacks import replace_dead
 
     spec = load_with(spec_path, flags)
     client = Client()
     started = time.monotonic()
+    old = next((vm["state"] for vm in client.list_vms() if vm["name"] == spec.name), None)
+    replace_dead(client, spec.name, old)
     plan, created = start_detached(client, spec, accel, cold)
     if not no_wait:
         wait_healthy(client, spec.name, timeout)
@@ -95,8 +112,13 @@ def down_command(names: tuple[str, ...], all_vms: bool, timeout: float) -> None:
         die("name the VMs to stop, or pass --all")
     failed = []
     for name in names:
+        from cove.cli.stacks import stack_down, stack_name
+
+        if stack := stack_name(client, name):
+            stack_down(client, stack, timeout)
+            continue
         try:
-            client.down(name, timeout)
+            client.down(name if "/" not in name else resolve_vm(client, name), timeout)
             click.echo(f"{name} stopped")
         except CoveError as error:
             click.echo(f"cove: error: {error}", err=True)

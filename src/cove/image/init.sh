@@ -105,6 +105,21 @@ if [ -n "$COVE_IP" ]; then
     ip route add default via "$COVE_GATEWAY"
     echo "nameserver $COVE_DNS" > /newroot/etc/resolv.conf
 fi
+# A stack's segment: the NIC is found by the MAC cove gave it (NIC order is not an ABI);
+# the stack's names go to /etc/hosts, so `web` reaches `db` without any DNS server.
+if [ -n "$COVE_SEG_IP" ]; then
+    segment=""
+    for dev in /newroot/sys/class/net/*; do  # (sysfs has moved there)
+        read -r mac < "$dev/address"
+        [ "$mac" = "$COVE_SEG_MAC" ] && segment="${dev##*/}"
+    done
+    [ -n "$segment" ] || fail "no NIC with the stack segment's MAC $COVE_SEG_MAC"
+    ip addr add "$COVE_SEG_IP" dev "$segment" || fail "cannot configure $segment"
+    ip link set "$segment" up
+    for pair in $COVE_SEG_HOSTS; do
+        echo "${pair#*=}	${pair%%=*}" >> /newroot/etc/hosts
+    done
+fi
 
 # -c and an import (not a script path), so Python loads the agent's precompiled bytecode
 exec switch_root /newroot /usr/bin/python3 -S -B \

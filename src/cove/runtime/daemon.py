@@ -25,13 +25,16 @@ from cove import __version__
 from cove.errors import CoveError, VMNotFound
 from cove.home import prepare_home
 from cove.runtime.api import routes
+from cove.runtime.autostart import start_enabled
 from cove.runtime.journal import Journal
 from cove.runtime.lifecycle import clone_names, clone_records, save_for_clones
 from cove.runtime.machine import BOOT_TIMEOUT
+from cove.runtime.segment import Segments
 from cove.runtime.snapshots import Snapshot, remove_snapshot, snapshots_dir
 from cove.runtime.state import VmRecord
 from cove.runtime.supervisor import VmSupervisor
 from cove.runtime.vmdir import VmDir
+from cove.spec.model import Restart
 from cove.tasks import background
 
 log = logging.getLogger("coved")
@@ -86,6 +89,15 @@ class Daemon:
         self.vms: dict[str, VmSupervisor] = {}
         self.broken: dict[str, str] = {}  # VM records that cannot be read: name -> why
         self.started = time.time()
+        self.segments = Segments(home / "stacks")
+
+    def join_segment(self, supervisor: VmSupervisor) -> None:
+        if supervisor.record.plan.stack:
+            self.segments.join(supervisor.record.plan.stack, supervisor.dir.sockets.segment)
+
+    def leave_segment(self, supervisor: VmSupervisor) -> None:
+        if supervisor.record.plan.stack:
+            self.segments.leave(supervisor.record.plan.stack, supervisor.dir.sockets.segment)
 
     def vm(self, name: str) -> VmSupervisor:
         if name not in self.vms:
@@ -106,10 +118,12 @@ class Daemon:
         supervisor = VmSupervisor(record, self.home, self.events)
         self.vms[record.name] = supervisor
         try:
+            self.join_segment(supervisor)
             await asyncio.to_thread(record.save, supervisor.dir.record)
             await supervisor.boot(cold=cold, snapshot=snapshot)
         except BaseException:
             del self.vms[record.name]
+            self.leave_segment(supervisor)
             supervisor.dir.record.unlink(missing_ok=True)
             raise
         supervisor.record = dataclasses.replace(supervisor.record, phase="running")
@@ -125,6 +139,7 @@ class Daemon:
         await supervisor.stop(timeout)
         supervisor.dir.record.unlink(missing_ok=True)
         del self.vms[name]
+        self.leave_segment(supervisor)
         await asyncio.to_thread(self.forget_snapshot, supervisor.record.snapshot)
 
     def forget_snapshot(self, ident: str) -> None:
@@ -171,13 +186,16 @@ class Daemon:
     async def adopt_all(self) -> None:
         """Find the VMs of this home: adopt running ones, apply the policy to dead ones."""
         await asyncio.to_thread(self.load_records)
+        for supervisor in self.vms.values():
+            self.join_segment(supervisor)  # the hub before any VM of it runs again
         # adopt before serving, so the first `ls` after a daemon restart is complete
         await asyncio.gather(*(self.take_over(s) for s in self.vms.values()))
 
     def broken_status(self) -> list[dict[str, object]]:
         return [{"name": name, "state": "broken", "health": "-", "ports": [], "uptime": None,
                  "cpu_percent": None, "rss_bytes": None, "restarts": 0, "services": {},
-                 "error": why, "pid": None, "spec": ""} for name, why in self.broken.items()]
+                 "error": why, "pid": None, "spec": "", "stack": "", "member": ""}
+                for name, why in self.broken.items()]
 
     async def take_over(self, supervisor: VmSupervisor) -> None:
         if supervisor.record.phase == "suspended":
@@ -202,7 +220,10 @@ class Daemon:
                 return
         supervisor.state = "exited"
         supervisor.emit("exited", code=None, clean=False, seen="while no daemon ran")
-        background(supervisor.apply_policy(clean=False))
+        # as Docker does on a daemon restart: only `always` brings it back by itself (the
+        # host may have rebooted); `cove enable` decides the rest (autostart.py)
+        if supervisor.record.restart.policy is Restart.ALWAYS:
+            background(supervisor.apply_policy(clean=False))
 
 
 def claim_home(home: Path) -> int | None:
@@ -233,12 +254,14 @@ async def serve(home: Path) -> None:
     finally:
         os.umask(old_umask)
     log.info("coved %s serving %s (pid %d)", __version__, path, os.getpid())
+    starting = background(start_enabled(daemon))  # once serving: `cove up` talks to us
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("coved exiting; VMs keep running")
+    starting.cancel()
     await runner.cleanup()
 
 

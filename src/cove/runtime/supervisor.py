@@ -353,6 +353,7 @@ class VmSupervisor:
         cpu, rss = self.usage()
         return {
             "name": self.name, "state": self.state,
+            "stack": self.record.plan.stack, "member": self.record.plan.member,
             "health": summarize_health(self.services, list(
                 self.record.plan.agent_config.get("services", {})))
             if self.state in ("running", "paused") else "-",

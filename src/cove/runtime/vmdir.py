@@ -36,7 +36,8 @@ class VmDir:
 
     @property
     def sockets(self) -> RunPaths:
-        return RunPaths(self.run, self.root / "console.log")
+        return RunPaths(self.run, self.root / "console.log",
+                        stacks=self.root.parent.parent / "stacks")
 
     @property
     def record(self) -> Path:

@@ -123,6 +123,17 @@ class Kernel:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A stack's private L2 segment as one VM sees it: its own address and every member's
+    (by short and full name), handed out by cove, so VMs reach each other without root."""
+
+    stack: str
+    member: str  # its name in the stack
+    address: str  # e.g. 10.89.0.11/24
+    peers: tuple[tuple[str, str], ...] = ()  # (name, address) for /etc/hosts
+
+
+@dataclass(frozen=True)
 class Spec:
     file: Path
     name: str
@@ -152,6 +163,7 @@ class Spec:
     accel: Accel = Accel.AUTO
     idle_suspend_after: float = 0.0  # seconds; 0 = never
     balloon: bool = True
+    segment: Segment | None = None  # set when the VM is a stack's member
 
     @property
     def directory(self) -> Path:

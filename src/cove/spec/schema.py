@@ -49,6 +49,10 @@ def setting_schema(setting: Setting) -> dict[str, Any]:
         case Kind.TABLE_LIST:
             schema["type"] = "array"
             schema["items"] = table_schema(setting.fields)
+        case Kind.DEPENDS:
+            schema["anyOf"] = [{"type": "array", "items": {"type": "string"}},
+                               {"type": "object",
+                                "additionalProperties": {"enum": list(setting.choices)}}]
     if setting.default not in (None, {}, []):
         schema["default"] = setting.default
     return schema

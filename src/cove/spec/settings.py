@@ -40,6 +40,7 @@ class Kind(enum.Enum):
     TABLE = "table"
     TABLE_MAP = "table of tables"
     TABLE_LIST = "array of tables"
+    DEPENDS = "table of VM names to a condition (or a list of names)"
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,21 @@ class Checker:
             out.append(self.table(body, setting.fields, path))
         return out
 
+    def check_depends(self, raw: object, setting: Setting, where: str) -> dict[str, str]:
+        """`depends_on`: ["db"] (started) or {db = "healthy"}, like compose's two forms."""
+        if isinstance(raw, list):
+            raw = {name: setting.choices[0] for name in raw if isinstance(name, str)} \
+                if all(isinstance(name, str) for name in raw) else raw
+        if not self.expect(raw, (dict,), setting, where):
+            return {}
+        assert isinstance(raw, dict)
+        out: dict[str, str] = {}
+        condition = Setting(setting.key, Kind.ENUM, setting.help, choices=setting.choices)
+        for name, value in raw.items():
+            if (checked := self.check_enum(value, condition, _join(where, name))) is not None:
+                out[name] = checked
+        return out
+
 
 _HANDLERS: dict[Kind, Any] = {
     Kind.STR: Checker.check_str,
@@ -251,6 +266,7 @@ _HANDLERS: dict[Kind, Any] = {
     Kind.TABLE: Checker.check_table,
     Kind.TABLE_MAP: Checker.check_table_map,
     Kind.TABLE_LIST: Checker.check_table_list,
+    Kind.DEPENDS: Checker.check_depends,
 }
 
 

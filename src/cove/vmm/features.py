@@ -23,6 +23,7 @@ class Feature(enum.StrEnum):
     RUNTIME_FORWARD = "runtime port forwards"
     QCOW2 = "qcow2 overlays (ephemeral volumes)"
     TCG = "software emulation (no KVM)"
+    SEGMENT = "stack segment (VM to VM without root)"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.RUNTIME_FORWARD: Support(True, "QMP hostfwd_add, or the agent tunnel"),
         Feature.QCOW2: Y,
         Feature.TCG: Y,
+        Feature.SEGMENT: Support(True, "a second NIC, -netdev dgram to the daemon's hub"),
     },
     Hypervisor.FIRECRACKER: {
         Feature.VIRTIOFS: Support(False, "firecracker has no virtiofs/9p; use a volume or "
@@ -60,6 +62,8 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.RUNTIME_FORWARD: Support(True, "the agent tunnel"),
         Feature.QCOW2: Support(False, "firecracker takes raw images only; drop ephemeral"),
         Feature.TCG: Support(False, "firecracker needs KVM; use hypervisor = qemu"),
+        Feature.SEGMENT: Support(False, "not wired for firecracker yet; use hypervisor = "
+                                        "qemu for a stack's VMs"),
     },
     Hypervisor.CLOUD_HYPERVISOR: {
         Feature.VIRTIOFS: Support(True, "--fs with virtiofsd, memory shared=on"),
@@ -74,6 +78,8 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.RUNTIME_FORWARD: Support(True, "the agent tunnel"),
         Feature.QCOW2: Y,
         Feature.TCG: Support(False, "cloud-hypervisor needs KVM; use hypervisor = qemu"),
+        Feature.SEGMENT: Support(False, "not wired for cloud-hypervisor yet; use hypervisor = "
+                                        "qemu for a stack's VMs"),
     },
     Hypervisor.CROSVM: {
         Feature.VIRTIOFS: Support(True, "--shared-dir type=fs (built-in device)"),
@@ -88,6 +94,8 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.RUNTIME_FORWARD: Support(True, "the agent tunnel"),
         Feature.QCOW2: Y,
         Feature.TCG: Support(False, "crosvm needs KVM; use hypervisor = qemu"),
+        Feature.SEGMENT: Support(False, "not wired for crosvm yet; use hypervisor = "
+                                        "qemu for a stack's VMs"),
     },
     Hypervisor.KVMTOOL: {
         Feature.VIRTIOFS: Support(False, "kvmtool has no virtiofs; use proto = \"9p\""),
@@ -103,6 +111,8 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
                                                "forwards)"),
         Feature.QCOW2: Support(False, "kvmtool cannot write qcow2 overlays; drop ephemeral"),
         Feature.TCG: Support(False, "kvmtool needs KVM; use hypervisor = qemu"),
+        Feature.SEGMENT: Support(False, "not wired for kvmtool yet; use hypervisor = "
+                                        "qemu for a stack's VMs"),
     },
 }
 # Guest boot speed on KVM, fastest first: what `auto` prefers among capable hypervisors.
@@ -131,6 +141,8 @@ def required_features(spec: Spec, accel: str) -> list[Feature]:
         wanted.append(Feature.QCOW2)
     if accel == "tcg":
         wanted.append(Feature.TCG)
+    if spec.segment:
+        wanted.append(Feature.SEGMENT)
     return wanted
 
 

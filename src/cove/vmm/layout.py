@@ -21,6 +21,7 @@ class RunPaths:
     run: Path
     console_log: Path
     console_socket: bool = True  # attachable console; else the console only goes to the log
+    stacks: Path | None = None  # the home's stacks dir, where each stack's segment hub is
 
     @property
     def qmp(self) -> Path:
@@ -44,9 +45,24 @@ class RunPaths:
         """Hybrid vsock: Firecracker's and Cloud Hypervisor's unix socket for guest vsock."""
         return self.run / "vsock.sock"
 
+    @property
+    def segment(self) -> Path:
+        """This VM's end of its stack's segment (a unix datagram socket QEMU binds)."""
+        return self.run / "segment.sock"
+
+    def hub(self, stack: str) -> Path:
+        """The daemon's end of a stack's segment: every member sends its frames here."""
+        if self.stacks is None:
+            raise ValueError("these run paths have no stacks directory")
+        return stack_hub(self.stacks, stack)
+
     def overlay(self, drive: str) -> Path:
         """An ephemeral VM's throw-away overlay over one of its volumes."""
         return self.run / f"{drive}.qcow2"
 
     def virtiofs(self, tag: str) -> Path:
         return self.run / f"fs-{tag}.sock"
+
+
+def stack_hub(stacks: Path, stack: str) -> Path:
+    return stacks / stack / "hub.sock"

@@ -67,6 +67,16 @@ def share_args(plan: Plan, paths: RunPaths) -> list[str]:
     return args
 
 
+def segment_args(plan: Plan, sockets: RunPaths) -> list[str]:
+    """The stack's private L2 segment: frames go to the daemon's hub as unix datagrams, and
+    the hub floods them to the other members (no root, no host interface)."""
+    if not plan.stack:
+        return []
+    netdev = (f"dgram,id=seg0,local.type=unix,local.path={opt(sockets.segment)},"
+              f"remote.type=unix,remote.path={opt(sockets.hub(plan.stack))}")
+    return ["-netdev", netdev, "-device", f"virtio-net-device,netdev=seg0,mac={plan.segment_mac}"]
+
+
 def network_args(plan: Plan) -> list[str]:
     if plan.network == "none":
         return []
@@ -109,4 +119,5 @@ def qemu_argv(plan: Plan, files: BootFiles, sockets: RunPaths) -> list[str]:
         *drive_args(plan, files, sockets),
         *share_args(plan, sockets),
         *network_args(plan),
+        *segment_args(plan, sockets),
     ]

@@ -1,0 +1,77 @@
+"""A host reboot, simulated: every QEMU and the daemon are killed with SIGKILL, then `cove
+daemon` starts as a service manager would start it. What is enabled comes back healthy in
+dependency order with its volume's data; what is not stays down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.vm.conftest import (
+    ROOT,
+    cove,
+    cove_argv,
+    daemon_pid,
+    ls,
+    qemu_pids_for,
+    wait_for,
+    write_spec,
+)
+
+pytestmark = pytest.mark.vm
+STACK = f'''name = "boot"
+[vms.db]
+spec = "{ROOT}/examples/stack/db"
+volumes = [{{ source = "bootdata", target = "/data", size = "32M" }}]
+[vms.web]
+spec = "{ROOT}/examples/stack/web"
+depends_on = {{ db = "healthy" }}
+ports = []
+'''
+LONER = '''name = "loner"
+packages = ["python3"]
+[services.idle]
+command = "sleep 100000"
+'''
+
+
+def test_enabled_stack_comes_back_after_a_reboot(home: Path, tmp_path: Path) -> None:
+    stack = tmp_path / "boot"
+    stack.mkdir()
+    (stack / "cove-stack.toml").write_text(STACK)
+    cove("up", str(stack), "-d")
+    cove("up", str(write_spec(tmp_path / "loner", LONER)), "-d")
+    assert "boot (stack) starts whenever" in cove("enable", str(stack)).stdout
+    cove("exec", "boot/db", "--", "sh", "-c", "echo kept > /data/mark && sync")
+    assert cove("enable").stdout.split("\t")[:2] == ["boot", "stack"]
+
+    daemon = daemon_pid(home)
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    for pid in qemu_pids_for(home):
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not qemu_pids_for(home) and daemon_pid(home) is None, 20, "all dead")
+
+    service = subprocess.Popen(cove_argv("daemon"), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: all(ls(home).get(vm, {}).get("health") == "healthy"
+                             for vm in ("boot-db", "boot-web")), 240, "the stack back")
+        assert ls(home)["loner"]["state"] == "exited"  # not enabled: it stays down
+        assert cove("exec", "boot/db", "--", "cat", "/data/mark").stdout == "kept\n"
+        events = [json.loads(line) for line in (home / "events.jsonl").read_text().splitlines()]
+        after = events[max(i for i, e in enumerate(events) if e.get("seen")):]
+        started = [e["vm"] for e in after if e.get("kind") == "started" and "vm" in e
+                   and "svc" not in e]
+        assert started.index("boot-db") < started.index("boot-web")
+        assert "boot (stack) no longer starts" in cove("disable", "boot").stdout
+        assert cove("enable").stdout == ""
+    finally:
+        cove("down", "boot", check=False)
+        service.terminate()
+        service.wait(timeout=20)
