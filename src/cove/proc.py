@@ -16,6 +16,7 @@ TOOL_PACKAGES = {
     "qemu-io": "qemu-utils",
     "mkfs.erofs": "erofs-utils",
     "mksquashfs": "squashfs-tools",
+    "unsquashfs": "squashfs-tools",
     "mkfs.ext4": "e2fsprogs",
     "e2fsck": "e2fsprogs",
     "resize2fs": "e2fsprogs",

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from cove import __version__
-from cove.cli import copy, mcp, service, state
+from cove.cli import copy, export, mcp, service, state
 from cove.errors import CoveError, SpecError, die
 
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path), default=Path("."))
@@ -544,7 +544,8 @@ def daemon() -> None:
 
 
 for command in (state.pause, state.resume, state.suspend, state.clone, state.snapshot,
-                copy.cp, mcp.mcp, service.enable, service.disable, service.systemd):
+                copy.cp, mcp.mcp, service.enable, service.disable, service.systemd,
+                export.export):
     cli.add_command(command)
 
 

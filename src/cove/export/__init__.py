@@ -1,0 +1,1 @@
+"""Specs and stacks for other engines: OCI image archives, Kubernetes manifests."""
