@@ -100,6 +100,19 @@ def qemu_pids_for(home: Path) -> list[int]:
     return pids
 
 
+def kill_home_processes(home: Path) -> None:
+    """SIGKILL every process started for this cove home (its daemon, QEMUs, helpers)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"COVE_HOME={home}".encode() in environ and entry.name.isdigit():
+            os.kill(int(entry.name), signal.SIGKILL)
+    for pid in qemu_pids_for(home):
+        os.kill(pid, signal.SIGKILL)
+
+
 def wait_for(predicate: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,7 +3,6 @@ are never touched): two VMs on one network reach each other by name."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import write_spec
+from tests.vm.conftest import kill_home_processes, write_spec
 
 pytestmark = [pytest.mark.vm, pytest.mark.needs_root]  # bridges and taps need root
 DB = '''name = "db"
@@ -39,13 +38,7 @@ def netns(cove_home: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield name, home
     finally:
         in_netns((name, home), "down", "--all", check=False)
-        for pid in Path("/proc").iterdir():
-            try:
-                environ = (pid / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if f"COVE_HOME={home}".encode() in environ and pid.name.isdigit():
-                os.kill(int(pid.name), 9)
+        kill_home_processes(home)
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.conftest import ROOT, free_port, qemu_pids_for, wait_for
+from tests.vm.conftest import ROOT, free_port, kill_home_processes, wait_for
 
 pytestmark = pytest.mark.vm
 EXAMPLES = ROOT / "examples" / "stack"
@@ -82,21 +82,9 @@ def runner(cove_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield run
     finally:
         run.cove("down", "--all", "--timeout", "5", check=False)
-        kill_home(home)
+        kill_home_processes(home)
         if netns:
             subprocess.run(["ip", "netns", "del", netns], check=False)
-
-
-def kill_home(home: Path) -> None:
-    for pid in Path("/proc").iterdir():
-        try:
-            environ = (pid / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"COVE_HOME={home}".encode() in environ and pid.name.isdigit():
-            os.kill(int(pid.name), 9)
-    for qemu in qemu_pids_for(home):
-        os.kill(qemu, 9)
 
 
 def write_stack(directory: Path, port: int, extra: str = "", db_extra: str = "") -> Path:
