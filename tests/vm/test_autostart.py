@@ -46,9 +46,12 @@ def test_enabled_stack_comes_back_after_a_reboot(home: Path, tmp_path: Path) -> 
     (stack / "cove-stack.toml").write_text(STACK)
     cove("up", str(stack), "-d")
     cove("up", str(write_spec(tmp_path / "loner", LONER)), "-d")
+    cove("up", str(write_spec(tmp_path / "keeper", LONER.replace("loner", "keeper"))), "-d")
     assert "boot (stack) starts whenever" in cove("enable", str(stack)).stdout
+    assert "keeper (vm) starts whenever" in cove("enable", "keeper").stdout  # by its name
     cove("exec", "boot/db", "--", "sh", "-c", "echo kept > /data/mark && sync")
-    assert cove("enable").stdout.split("\t")[:2] == ["boot", "stack"]
+    enabled = [line.split("\t")[:2] for line in cove("enable").stdout.splitlines()]
+    assert enabled == [["boot", "stack"], ["keeper", "vm"]]
 
     daemon = daemon_pid(home)
     assert daemon is not None
@@ -61,7 +64,8 @@ def test_enabled_stack_comes_back_after_a_reboot(home: Path, tmp_path: Path) -> 
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: all(ls(home).get(vm, {}).get("health") == "healthy"
-                             for vm in ("boot-db", "boot-web")), 240, "the stack back")
+                             for vm in ("boot-db", "boot-web", "keeper")), 240,
+                 "the stack and keeper back")
         assert ls(home)["loner"]["state"] == "exited"  # not enabled: it stays down
         assert cove("exec", "boot/db", "--", "cat", "/data/mark").stdout == "kept\n"
         events = [json.loads(line) for line in (home / "events.jsonl").read_text().splitlines()]
@@ -70,8 +74,10 @@ def test_enabled_stack_comes_back_after_a_reboot(home: Path, tmp_path: Path) -> 
                    and "svc" not in e]
         assert started.index("boot-db") < started.index("boot-web")
         assert "boot (stack) no longer starts" in cove("disable", "boot").stdout
+        assert "keeper (vm) no longer starts" in cove("disable", "keeper").stdout
         assert cove("enable").stdout == ""
     finally:
         cove("down", "boot", check=False)
+        cove("down", "keeper", "loner", check=False)
         service.terminate()
         service.wait(timeout=20)

@@ -76,6 +76,9 @@ async def start_enabled(daemon: Daemon) -> None:
         try:
             if entry.kind == "vm":
                 await start_vm(daemon, entry)
+            elif entry.kind == "spec" and entry.name in daemon.vms \
+                    and daemon.vms[entry.name].state not in DEAD:
+                log.info("autostart: %s runs already", entry.name)  # adopted: a restart
             else:
                 await run_up(daemon.home, entry)
         except Exception as error:  # one bad entry must not keep the others down

@@ -154,6 +154,10 @@ class Daemon:
                     ) -> list[VmSupervisor]:
         """`count` VMs restored from one save of `name`, which runs on."""
         source = self.vm(name)
+        if source.record.plan.stack:
+            raise CoveError(f"{name} is a VM of stack {source.record.plan.stack}: its clones "
+                            "would take its address on the stack's segment",
+                            "clone a VM that is not in a stack")
         taken = [n for n in clone_names(prefix, count) if n in self.vms or n in self.broken]
         if taken:
             raise CoveError(f"VMs named {', '.join(taken)} exist already",
