@@ -4,16 +4,16 @@ for health where a dependent asks for it, and a report of what started when one 
 from __future__ import annotations
 
 import contextlib
-import re
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError, die
-from cove.fsutil import read_json_or, write_json
+from cove.fsutil import write_json
 from cove.home import cove_home
-from cove.spec.stack import STACK_NAME_PATTERN, Condition, Member, Stack
+from cove.spec.stack import Condition, Member, Stack
 
 if TYPE_CHECKING:
     from cove.client import Client
@@ -57,16 +57,12 @@ def save_order(stack: Stack) -> None:
                                           "order": [m.spec.name for m in stack.members]})
 
 
-def saved(name: str) -> dict[str, Any]:
-    """What `up` saved of a stack (its file and start order); empty if it never came up."""
-    if not re.fullmatch(STACK_NAME_PATTERN, name):
-        return {}  # not a stack's name (and never a path out of the stacks directory)
-    data = read_json_or(stack_dir(name) / "stack.json", {})
-    return data if isinstance(data, dict) else {}
-
-
 def saved_order(name: str) -> list[str]:
-    return [str(vm) for vm in saved(name).get("order", [])]
+    try:
+        data = json.loads((stack_dir(name) / "stack.json").read_text())
+        return [str(vm) for vm in data.get("order", [])]
+    except (OSError, ValueError):
+        return []
 
 
 def needs_healthy(stack: Stack, member: Member) -> bool:

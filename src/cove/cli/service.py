@@ -4,21 +4,18 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from cove.errors import die
 from cove.home import cove_home
 
-if TYPE_CHECKING:
-    from cove.runtime.autostart import Entry
 
-
-def entry_for(target: str) -> Entry:
+def entry_for(target: str) -> object:
     """What TARGET names: a spec or stack path, a stack's name, or a VM's name."""
     from cove.runtime.autostart import Entry
     from cove.spec.load import load_spec
@@ -31,10 +28,9 @@ def entry_for(target: str) -> Entry:
             return Entry("stack", str(stack.file), stack.name)
         spec = load_spec(path)
         return Entry("spec", str(spec.file), spec.name)
-    from cove.stacks import saved
-
-    if file := saved(target).get("file"):
-        return Entry("stack", str(file), target)
+    saved = cove_home() / "stacks" / target / "stack.json"
+    if saved.is_file():
+        return Entry("stack", str(json.loads(saved.read_text())["file"]), target)
     from cove.client import Client
 
     if any(vm["name"] == target for vm in Client().list_vms()):
@@ -48,14 +44,15 @@ def entry_for(target: str) -> Entry:
 def enable(target: str | None) -> None:
     """Start TARGET whenever the daemon starts (a VM, a spec or stack directory, or a stack
     name); without TARGET, list what is enabled."""
+    from cove.runtime.autostart import Entry, load_entries
     from cove.runtime.autostart import enable as add
-    from cove.runtime.autostart import load_entries
 
     if target is None:
         for item in load_entries(cove_home()):
             click.echo(f"{item.name}\t{item.kind}\t{item.target}")
         return
     entry = entry_for(target)
+    assert isinstance(entry, Entry)
     added = add(cove_home(), entry)
     click.echo(f"{entry.name} ({entry.kind}) " + ("starts whenever the cove daemon starts"
                                                   if added else "was enabled already"))
@@ -69,7 +66,11 @@ def disable(target: str) -> None:
 
     gone = remove(cove_home(), target)
     if not gone and Path(target).exists():  # a path: the file it names was enabled
-        gone = remove(cove_home(), entry_for(target).target)
+        from cove.runtime.autostart import Entry
+
+        entry = entry_for(target)
+        assert isinstance(entry, Entry)
+        gone = remove(cove_home(), entry.target)
     if not gone:
         die(f"{target} is not enabled", "`cove enable` lists what is")
     for entry in gone:
@@ -90,6 +91,7 @@ def systemd() -> None:
               help="Write the units here instead (packaging, review).")
 def systemd_install(as_user: bool, targets: tuple[str, ...], directory: Path | None) -> None:
     """Write coved.service (and cove@.service with --vm), and say how to start them."""
+    from cove.runtime.autostart import Entry
     from cove.runtime.units import (
         TEMPLATE_NAME,
         UNIT_NAME,
@@ -110,6 +112,7 @@ def systemd_install(as_user: bool, targets: tuple[str, ...], directory: Path | N
         written.append(write_unit(out / TEMPLATE_NAME, vm_template(cove, home, as_user)))
     for target in targets:
         entry = entry_for(target)
+        assert isinstance(entry, Entry)
         if entry.kind == "vm":
             die(f"{target}: --vm takes a spec or stack path (the unit runs `cove up -d` of it)")
         dropin = out / f"cove@{entry.name}.service.d" / "cove.conf"
