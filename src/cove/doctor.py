@@ -13,8 +13,9 @@ from cove.proc import TOOL_PACKAGES
 from cove.runtime.storage import VIRTIOFSD
 from cove.runtime.userns import rootless_share_problem, user_name
 from cove.spec.load import touches_host_store
-from cove.spec.model import Accel
+from cove.spec.model import Accel, Hypervisor
 from cove.vmm.accel import decide_accel
+from cove.vmm.choose import BINARIES, INSTALL_HINTS
 
 REQUIRED_TOOLS = ("qemu-system-x86_64", "qemu-img", "busybox", "mkfs.erofs", "mksquashfs",
                   "mkfs.ext4", "depmod", "lz4", "apt-get", "dpkg-query")
@@ -46,13 +47,38 @@ def tool_findings() -> list[Finding]:
     return findings
 
 
-def qemu_version() -> Finding:
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu is None:
-        return Finding(False, "QEMU", "apt-get install qemu-system-x86")
-    first = subprocess.run([qemu, "--version"], capture_output=True, text=True,
-                           check=False).stdout.splitlines()
-    return Finding(True, "QEMU", first[0] if first else "unknown version")
+# How each hypervisor says its version; all but QEMU need KVM (see docs/hypervisors.md).
+VERSION_ARGS = {
+    Hypervisor.QEMU: ["--version"], Hypervisor.FIRECRACKER: ["--version"],
+    Hypervisor.CLOUD_HYPERVISOR: ["--version"], Hypervisor.CROSVM: ["--version"],
+    Hypervisor.KVMTOOL: ["version"],
+}
+
+
+def hypervisor_findings(accel: str) -> list[Finding]:
+    """Each hypervisor with its version, or "not installed"; only QEMU is required."""
+    findings = []
+    for hypervisor, binary in BINARIES.items():
+        required = hypervisor is Hypervisor.QEMU
+        path = shutil.which(binary)
+        if path is None:
+            detail = "not installed: " + INSTALL_HINTS[binary]
+            findings.append(Finding(False, hypervisor.value, detail, required))
+            continue
+        version = first_line([path, *VERSION_ARGS[hypervisor]])
+        usable = "" if required or accel == "kvm" else " (installed, but needs KVM, which " \
+            "this host cannot use: auto will not choose it)"
+        findings.append(Finding(True, hypervisor.value, f"{version}{usable}", required))
+    return findings
+
+
+def first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=5)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"installed, but `{' '.join(argv)}` failed: {error}"
+    lines = (done.stdout or done.stderr).splitlines()
+    return lines[0].strip() if lines else "unknown version"
 
 
 def store_share_findings(home: Path) -> list[Finding]:
@@ -95,7 +121,7 @@ def diagnose() -> list[Finding]:
     accel = decide_accel(Accel.AUTO, home / "host")
     return [
         Finding(True, "accelerator", f"{accel.accel}: {accel.reason}"),
-        qemu_version(),
+        *hypervisor_findings(accel.accel),
         *tool_findings(),
         *privilege_findings(),
         Finding(True, "cove home", f"{home} (private: 0700, files 0600)"),

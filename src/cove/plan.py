@@ -32,7 +32,10 @@ AGENT_VSOCK_PORT = 1024
 GUEST_CID = 3
 AF_VSOCK_BACKENDS = frozenset({Hypervisor.CROSVM, Hypervisor.KVMTOOL})
 SERIAL_AGENT = frozenset({Hypervisor.QEMU})  # the others reach the agent over vsock
-BASE_FEATURES = ("crc32c", "virtio-mmio", "virtio-blk", "virtio-console", "virtio-rng", "erofs",
+# Where the virtio devices sit on x86_64: on PCI for these, virtio-mmio for QEMU's microvm
+# and Firecracker (found through ACPI, or `virtio_mmio.device=` on the command line).
+PCI_BACKENDS = frozenset({Hypervisor.CLOUD_HYPERVISOR, Hypervisor.CROSVM, Hypervisor.KVMTOOL})
+BASE_FEATURES = ("crc32c", "virtio-blk", "virtio-console", "virtio-rng", "erofs",
                  "overlay", "acpi-button", "evdev")
 
 
@@ -222,8 +225,11 @@ def wants_balloon(spec: Spec, hypervisor: Hypervisor) -> bool:
     return spec.balloon and MATRIX[hypervisor][Feature.BALLOON].ok
 
 
-def needed_features(spec: Spec, transport: str, balloon: bool = False) -> list[str]:
-    features = [*BASE_FEATURES, ROOT_FS] if ROOT_FS not in BASE_FEATURES else list(BASE_FEATURES)
+def needed_features(spec: Spec, transport: str, balloon: bool = False,
+                    bus: str = "virtio-mmio") -> list[str]:
+    features = [bus, *BASE_FEATURES]
+    if ROOT_FS not in features:
+        features.append(ROOT_FS)
     if balloon:
         features.append("virtio-balloon")
     protos = {share.proto for share in spec.shares}
@@ -270,7 +276,8 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
     choice = choose(spec, host, hypervisor)
     transport = "serial" if choice.hypervisor in SERIAL_AGENT else "vsock"
     balloon = wants_balloon(spec, choice.hypervisor)
-    features = needed_features(spec, transport, balloon)
+    bus = "virtio-pci" if choice.hypervisor in PCI_BACKENDS else "virtio-mmio"
+    features = needed_features(spec, transport, balloon, bus)
     modules, missing = modules_to_load(features, kernel.config)
     if kernel.modules is not None and not kernel.config:  # no config: the module lists decide
         available = read_dep_table(kernel.modules)

@@ -74,4 +74,6 @@ def test_cli_check_names_the_missing_feature(tmp_path: Path) -> None:
                             capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert "user networking is not supported by firecracker" in result.stderr
+    # the ports story without user networking: the agent tunnel, with network = "none"
+    assert 'use network = "none" and ports still work through the agent tunnel' in result.stderr
     assert "Traceback" not in result.stderr

@@ -72,11 +72,13 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
     click.echo(f"warm start  {warm_start_line(plan, artifacts)}")
     click.echo("argv")
     click.echo(format_argv(rendered["argv"]))
-    if "config" in rendered:
-        click.echo("config file")
-        click.echo(json.dumps(rendered["config"], indent=2))
+    for path, body in rendered.get("config", {}).items():
+        click.echo(f"config file {path}")
+        click.echo(json.dumps(body, indent=2))
+    if rendered.get("api"):
+        click.echo("then on its API socket")
     for method, path, body in rendered.get("api", []):
-        click.echo(f"{method} {path} {json.dumps(body) if body is not None else ''}")
+        click.echo(f"  {method} {path} {json.dumps(body) if body is not None else ''}")
 
 
 def warm_start_line(plan: Plan, artifacts: Artifacts) -> str:

@@ -13,9 +13,21 @@ fail() {
 mount -t devtmpfs dev /dev
 mount -t proc proc /proc
 mount -t sysfs sys /sys
+# The kernel gives the command line's MODULE.PARAM=VALUE entries only to built-in code;
+# modules loaded here get theirs as modprobe would pass them (Firecracker without ACPI
+# describes its devices as virtio_mmio.device=...). A parameter a module lacks is ignored
+# by the kernel with a warning. No subshells: each fork costs milliseconds under TCG.
+read -r cmdline < /proc/cmdline
+set -f  # the words are parameters, never globs
 while read -r module; do
-    insmod "/lib/modules/$module" || fail "cannot load kernel module $module"
+    name="${module%.ko}"
+    params=""
+    for word in $cmdline; do
+        case "$word" in "$name".*=*) params="$params ${word#"$name".}" ;; esac
+    done
+    insmod "/lib/modules/$module" $params || fail "cannot load kernel module $module"
 done < /cove/load
+set +f
 . /cove/init.env
 
 # Disks are found by the serial cove gave them (drive order is not stable everywhere).

@@ -21,6 +21,7 @@ FEATURES = {
         # libcrc32c (erofs, ext4) wants crc32c by a soft dependency modules.dep omits
         Feature("crc32c", "CONFIG_CRYPTO_CRC32C", "crc32c_generic"),
         Feature("virtio-mmio", "CONFIG_VIRTIO_MMIO", "virtio_mmio"),
+        Feature("virtio-pci", "CONFIG_VIRTIO_PCI", "virtio_pci"),
         Feature("virtio-blk", "CONFIG_VIRTIO_BLK", "virtio_blk"),
         Feature("virtio-console", "CONFIG_VIRTIO_CONSOLE", "virtio_console"),
         Feature("virtio-rng", "CONFIG_HW_RANDOM_VIRTIO", "virtio_rng"),

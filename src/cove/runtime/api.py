@@ -366,7 +366,13 @@ async def forward_input(ws: web.WebSocketResponse, send: Any, channel: int) -> N
 async def console_ws(request: web.Request) -> web.WebSocketResponse:
     supervisor = running_vm(request)
     path = supervisor.dir.sockets.console
-    assert path is not None
+    assert supervisor.machine is not None  # (running_vm)
+    launcher = supervisor.machine.launcher
+    if path is None or not launcher.attachable_console:
+        raise CoveError(f"{supervisor.name} runs on {launcher.plan.hypervisor}, whose serial "
+                        "console cove cannot attach to: it only goes to the console log",
+                        f"read it with `cove logs --console {supervisor.name}`, or get a shell "
+                        f"with `cove exec -t {supervisor.name} -- sh`")
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
     except OSError as error:

@@ -164,7 +164,7 @@ class Machine:
             await self._await_agent(self.agent, self.launcher.wait_incoming(BOOT_TIMEOUT))
             await become_new_instance(self.agent, self.plan, self.dir)
         else:
-            await self.launcher.after_spawn()
+            await self.launcher.after_spawn(lambda: self.running)
             await self._await_agent(self.agent)
         self.ready_at = time.monotonic()
         await self.forward_static_ports()
@@ -188,11 +188,14 @@ class Machine:
         fds = [*locks, *([state] if state is not None else [])]
         argv = self.launcher.incoming_argv(state) if state is not None else \
             self.launcher.argv()
+        # where the serial console is the hypervisor's stdout, it goes to the console log
+        console = self.dir.sockets.console_log if self.launcher.serial_on_stdout \
+            else self.dir.qemu_log
         try:
-            with self.dir.qemu_log.open("ab") as log:
+            with self.dir.qemu_log.open("ab") as log, console.open("ab") as out:
                 self.process = await asyncio.create_subprocess_exec(
                     binary, *argv[1:], stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log, stderr=log, pass_fds=fds,
+                    stdout=out, stderr=log, pass_fds=fds,
                     start_new_session=True,  # Ctrl-C reaches cove, which stops it gracefully
                     preexec_fn=die_with_parent if self.bound_to_owner else None)
         finally:

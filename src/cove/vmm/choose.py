@@ -17,6 +17,17 @@ BINARIES = {
     Hypervisor.KVMTOOL: "lkvm",
 }
 
+# How to get each hypervisor, for the error when its binary is missing.
+INSTALL_HINTS = {
+    "qemu-system-x86_64": "install it with: apt-get install qemu-system-x86",
+    "firecracker": "get a release from Firecracker's GitHub releases and put `firecracker` "
+                   "on PATH (it needs KVM)",
+    "cloud-hypervisor": "get a release from Cloud Hypervisor's GitHub releases and put "
+                        "`cloud-hypervisor` on PATH (it needs KVM)",
+    "crosvm": "build crosvm from source (cargo) and put `crosvm` on PATH (it needs KVM)",
+    "lkvm": "build kvmtool from source and put `lkvm` on PATH (it needs KVM)",
+}
+
 
 @dataclass(frozen=True)
 class HypervisorChoice:

@@ -24,6 +24,9 @@ class Feature(enum.StrEnum):
     QCOW2 = "qcow2 overlays (ephemeral volumes)"
     TCG = "software emulation (no KVM)"
     SEGMENT = "stack segment (VM to VM without root)"
+    SNAPSHOTS = "snapshots (warm starts, pause, suspend, clones)"
+    CONSOLE = "attachable console (cove console)"
+    DEVICES = "virtio devices"
 
 
 @dataclass(frozen=True)
@@ -33,27 +36,38 @@ class Support:
 
 
 Y = Support(True)
+NO_SNAPSHOTS = "not wired yet: this hypervisor always boots cold; use hypervisor = \"qemu\""
+NO_CONSOLE = ("the serial console goes to console.log ({}): `cove logs --console`; for a "
+              "shell, `cove exec -t NAME -- sh`")
+# Decided: network = "user" stays refused where there is no user networking (it promises
+# outbound access these cannot give), and the hint says how ports still work.
+NO_USER_NET = ("{} has tap networking only: use network = \"none\" and ports still work "
+               "through the agent tunnel (no outbound network), or network = \"<name>\" "
+               "(cove network create, as root) for outbound")
 MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
     Hypervisor.QEMU: {
         Feature.VIRTIOFS: Support(True, "vhost-user-fs-device + virtiofsd"),
         Feature.P9: Support(True, "virtio-9p-device (the guest kernel must have 9p)"),
         Feature.USER_NET: Support(True, "-netdev user"),
         Feature.TAP: Y,
-        Feature.VSOCK: Support(True, "vhost-vsock-device (needs /dev/vhost-vsock)"),
+        Feature.VSOCK: Support(False, "not wired: cove reaches QEMU's agent over virtio-serial, "
+                                      "which needs no host module"),
         Feature.BALLOON: Support(True, "virtio-balloon-device, free page reporting"),
         Feature.GRACEFUL_SHUTDOWN: Support(True, "agent, then ACPI power button (QMP)"),
         Feature.RUNTIME_FORWARD: Support(True, "QMP hostfwd_add, or the agent tunnel"),
         Feature.QCOW2: Y,
         Feature.TCG: Y,
         Feature.SEGMENT: Support(True, "a second NIC, -netdev dgram to the daemon's hub"),
+        Feature.SNAPSHOTS: Support(True, "QMP stop + migrate to a file; -incoming to restore"),
+        Feature.CONSOLE: Support(True, "a console socket the daemon attaches to"),
+        Feature.DEVICES: Support(True, "virtio-mmio on the microvm machine, found through ACPI"),
     },
     Hypervisor.FIRECRACKER: {
         Feature.VIRTIOFS: Support(False, "firecracker has no virtiofs/9p; use a volume or "
                                          "hypervisor = qemu"),
         Feature.P9: Support(False, "firecracker has no virtiofs/9p; use a volume or "
                                    "hypervisor = qemu"),
-        Feature.USER_NET: Support(False, "firecracker has tap networking only; use network = "
-                                         "\"<name>\" (cove network create) or \"none\""),
+        Feature.USER_NET: Support(False, NO_USER_NET.format("firecracker")),
         Feature.TAP: Y,
         Feature.VSOCK: Support(True, "hybrid vsock over a unix socket"),
         Feature.BALLOON: Support(False, "not wired in cove yet, so freed guest memory stays "
@@ -64,12 +78,16 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.TCG: Support(False, "firecracker needs KVM; use hypervisor = qemu"),
         Feature.SEGMENT: Support(False, "not wired for firecracker yet; use hypervisor = "
                                         "qemu for a stack's VMs"),
+        Feature.SNAPSHOTS: Support(False, NO_SNAPSHOTS),
+        Feature.CONSOLE: Support(False, NO_CONSOLE.format("firecracker's stdout")),
+        Feature.DEVICES: Support(True, "virtio-mmio: through ACPI from 1.8 on; before, only "
+                                       "virtio_mmio.device= (the kernel then needs "
+                                       "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES)"),
     },
     Hypervisor.CLOUD_HYPERVISOR: {
         Feature.VIRTIOFS: Support(True, "--fs with virtiofsd, memory shared=on"),
         Feature.P9: Support(False, "cloud-hypervisor has no 9p; use proto = \"virtiofs\""),
-        Feature.USER_NET: Support(False, "cloud-hypervisor has tap networking only; use network"
-                                         " = \"<name>\" (cove network create) or \"none\""),
+        Feature.USER_NET: Support(False, NO_USER_NET.format("cloud-hypervisor")),
         Feature.TAP: Y,
         Feature.VSOCK: Support(True, "hybrid vsock over a unix socket"),
         Feature.BALLOON: Support(False, "not wired in cove yet, so freed guest memory stays "
@@ -80,12 +98,14 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.TCG: Support(False, "cloud-hypervisor needs KVM; use hypervisor = qemu"),
         Feature.SEGMENT: Support(False, "not wired for cloud-hypervisor yet; use hypervisor = "
                                         "qemu for a stack's VMs"),
+        Feature.SNAPSHOTS: Support(False, NO_SNAPSHOTS),
+        Feature.CONSOLE: Support(False, NO_CONSOLE.format("serial file=")),
+        Feature.DEVICES: Support(True, "virtio-pci (the guest loads virtio_pci)"),
     },
     Hypervisor.CROSVM: {
         Feature.VIRTIOFS: Support(True, "--shared-dir type=fs (built-in device)"),
         Feature.P9: Support(True, "--shared-dir type=p9"),
-        Feature.USER_NET: Support(False, "crosvm has tap networking only on Linux; use network"
-                                         " = \"<name>\" (cove network create) or \"none\""),
+        Feature.USER_NET: Support(False, NO_USER_NET.format("crosvm")),
         Feature.TAP: Y,
         Feature.VSOCK: Support(True, "vhost-vsock; the host connects with AF_VSOCK"),
         Feature.BALLOON: Support(False, "not wired in cove yet, so freed guest memory stays "
@@ -96,6 +116,9 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.TCG: Support(False, "crosvm needs KVM; use hypervisor = qemu"),
         Feature.SEGMENT: Support(False, "not wired for crosvm yet; use hypervisor = "
                                         "qemu for a stack's VMs"),
+        Feature.SNAPSHOTS: Support(False, NO_SNAPSHOTS),
+        Feature.CONSOLE: Support(False, NO_CONSOLE.format("--serial type=file")),
+        Feature.DEVICES: Support(True, "virtio-pci (the guest loads virtio_pci)"),
     },
     Hypervisor.KVMTOOL: {
         Feature.VIRTIOFS: Support(False, "kvmtool has no virtiofs; use proto = \"9p\""),
@@ -113,13 +136,17 @@ MATRIX: dict[Hypervisor, dict[Feature, Support]] = {
         Feature.TCG: Support(False, "kvmtool needs KVM; use hypervisor = qemu"),
         Feature.SEGMENT: Support(False, "not wired for kvmtool yet; use hypervisor = "
                                         "qemu for a stack's VMs"),
+        Feature.SNAPSHOTS: Support(False, NO_SNAPSHOTS),
+        Feature.CONSOLE: Support(False, NO_CONSOLE.format("lkvm's stdout")),
+        Feature.DEVICES: Support(True, "virtio-pci (the guest loads virtio_pci)"),
     },
 }
 # Guest boot speed on KVM, fastest first: what `auto` prefers among capable hypervisors.
 SPEED_ORDER = (Hypervisor.FIRECRACKER, Hypervisor.CLOUD_HYPERVISOR, Hypervisor.CROSVM,
                Hypervisor.KVMTOOL, Hypervisor.QEMU)
 # Good to have, not requirements: a lack is said, not refused (balloon is on by default).
-SOFT = frozenset({Feature.GRACEFUL_SHUTDOWN, Feature.BALLOON})
+# (vsock is how cove reaches some agents, never something a spec asks for)
+SOFT = frozenset({Feature.GRACEFUL_SHUTDOWN, Feature.BALLOON, Feature.CONSOLE, Feature.VSOCK})
 
 
 def required_features(spec: Spec, accel: str) -> list[Feature]:
@@ -143,6 +170,8 @@ def required_features(spec: Spec, accel: str) -> list[Feature]:
         wanted.append(Feature.TCG)
     if spec.segment:
         wanted.append(Feature.SEGMENT)
+    if spec.idle_suspend_after:
+        wanted.append(Feature.SNAPSHOTS)
     return wanted
 
 

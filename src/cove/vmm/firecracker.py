@@ -1,11 +1,12 @@
-"""Firecracker: the --config-file JSON, the equivalent API calls, and an API client.
+"""Firecracker: its argv and --config-file JSON (the API bodies, checked in tests against
+firecracker-v1.16.1.yaml), and the API call that stops it.
 
-Bodies follow the upstream swagger (checked in tests against firecracker-v1.16.1.yaml).
 No virtiofs/9p and no user networking: features.py refuses those before we get here.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from cove.plan import Plan
@@ -13,6 +14,9 @@ from cove.vmm.common import REBOOT_ARGS, cmdline, disks, guest_mac, tap_name
 from cove.vmm.layout import BootFiles, RunPaths
 
 BINARY = "firecracker"
+CONFIG_FILE = "firecracker.json"  # in the run dir
+# Firecracker's rule for --id (validate_instance_id): 1 to 64 ASCII letters, digits, '-'
+ID_LENGTH = 64
 ApiCall = tuple[str, str, dict[str, Any]]
 
 
@@ -66,29 +70,24 @@ def config_file(plan: Plan, files: BootFiles, paths: RunPaths) -> dict[str, Any]
     return config
 
 
-def api_calls(plan: Plan, files: BootFiles, paths: RunPaths) -> list[ApiCall]:
-    """The same configuration through the API, ending with InstanceStart."""
-    calls: list[ApiCall] = [
-        ("PUT", "/logger", logger(paths)),
-        ("PUT", "/metrics", metrics(paths)),
-        ("PUT", "/boot-source", boot_source(plan, files)),
-        ("PUT", "/machine-config", machine_config(plan)),
-    ]
-    calls += [("PUT", f"/drives/{d['drive_id']}", d) for d in drives(plan, files, paths)]
-    calls += [("PUT", f"/network-interfaces/{n['iface_id']}", n)
-              for n in network_interfaces(plan)]
-    calls.append(("PUT", "/vsock", vsock(plan, paths)))
-    calls.append(("PUT", "/actions", {"action_type": "InstanceStart"}))
-    return calls
-
-
 SHUTDOWN_CALL: ApiCall = ("PUT", "/actions", {"action_type": "SendCtrlAltDel"})
+
+
+def instance_id(name: str) -> str:
+    """A valid Firecracker --id for a cove name: the name itself where Firecracker allows
+    it; else its letters, digits and '-' with a short hash, so distinct names stay apart."""
+    if name and len(name) <= ID_LENGTH and all(c.isascii() and (c.isalnum() or c == "-")
+                                                for c in name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    kept = "".join(c if c.isascii() and c.isalnum() else "-" for c in name)
+    return f"{kept[:ID_LENGTH - 9]}-{digest}"
 
 
 def argv(plan: Plan, paths: RunPaths) -> list[str]:
     return [
         BINARY,
-        "--id", plan.name,
+        "--id", instance_id(plan.name),
         "--api-sock", str(paths.api),
-        "--config-file", str(paths.run / "firecracker.json"),
+        "--config-file", str(paths.run / CONFIG_FILE),
     ]

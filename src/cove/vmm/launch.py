@@ -10,18 +10,20 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ConnectError, QMPClient
 
 from cove.errors import CoveError, die
 from cove.fsutil import write_json
 from cove.plan import AGENT_VSOCK_PORT, Plan
 from cove.spec.model import Hypervisor
 from cove.vmm import cloud_hypervisor, crosvm, firecracker, kvmtool
+from cove.vmm.choose import INSTALL_HINTS
 from cove.vmm.layout import BootFiles, RunPaths
-from cove.vmm.qemu import QEMU, qemu_argv
+from cove.vmm.qemu import MICROVM, QEMU, Shape, qemu_argv
 from cove.vmm.rest import RestClient
 from cove.vmm.vsock import Connector, af_vsock_connector, hybrid_connector, unix_connector
 
@@ -30,20 +32,17 @@ SAVE_TIMEOUT = 60.0
 MIGRATE_BANDWIDTH = 16 * 2**30  # bytes/s: no cap worth the name
 
 
-# How to get each hypervisor, for the error when its binary is missing.
-INSTALL_HINTS = {
-    "qemu-system-x86_64": "install it with: apt-get install qemu-system-x86",
-    "firecracker": "get a release from Firecracker's GitHub releases and put `firecracker` "
-                   "on PATH (it needs KVM)",
-    "cloud-hypervisor": "get a release from Cloud Hypervisor's GitHub releases and put "
-                        "`cloud-hypervisor` on PATH (it needs KVM)",
-    "crosvm": "build crosvm from source (cargo) and put `crosvm` on PATH (it needs KVM)",
-    "lkvm": "build kvmtool from source and put `lkvm` on PATH (it needs KVM)",
-}
+ApiCall = tuple[str, str, Any]
+SOCKET_TIMEOUT = 10.0  # a hypervisor's API socket appears within milliseconds of its start
 
 
 class Launcher:
+    """What `cove plan` shows is what runs: argv(), config_files() (written by prepare())
+    and boot_calls() (made by after_spawn()) are all a launcher does to start a VM."""
+
     binary = ""
+    serial_on_stdout = False  # the serial console is the process's stdout (else a file)
+    attachable_console = False  # cove console can attach (QEMU's console socket)
 
     def __init__(self, plan: Plan, files: BootFiles, paths: RunPaths) -> None:
         self.plan = plan
@@ -52,6 +51,14 @@ class Launcher:
 
     def argv(self) -> list[str]:
         raise NotImplementedError
+
+    def config_files(self) -> dict[str, Any]:
+        """JSON files the hypervisor reads at start, by name in the run dir."""
+        return {}
+
+    def boot_calls(self) -> list[ApiCall]:
+        """API calls that configure and boot the VM once the process is up."""
+        return []
 
     def require_binary(self) -> str:
         """The hypervisor's executable, or a clear error naming it and how to get it."""
@@ -64,9 +71,24 @@ class Launcher:
 
     def prepare(self) -> None:
         """Write what the hypervisor reads at start (config files)."""
+        for name, config in self.config_files().items():
+            write_json(self.paths.run / name, config)
 
-    async def after_spawn(self) -> None:
-        """Configure and boot through the API, for hypervisors that work that way."""
+    async def after_spawn(self, alive: Callable[[], bool]) -> None:
+        """Make the boot calls, for hypervisors that boot through their API: once the API
+        socket is there, within SOCKET_TIMEOUT, while the process is `alive`."""
+        calls = self.boot_calls()
+        if not calls:
+            return
+        deadline = asyncio.get_running_loop().time() + SOCKET_TIMEOUT
+        while not self.paths.api.exists():
+            if not alive():
+                raise CoveError(f"{self.binary} exited before its API socket appeared")
+            if asyncio.get_running_loop().time() > deadline:
+                raise CoveError(f"{self.binary}'s API socket {self.paths.api} did not appear "
+                                f"within {SOCKET_TIMEOUT:.0f} s")
+            await asyncio.sleep(0.01)
+        await RestClient(self.paths.api, self.plan.hypervisor).run(calls)
 
     def agent_connector(self) -> Connector:
         return hybrid_connector(self.paths.vsock, AGENT_VSOCK_PORT)
@@ -115,8 +137,15 @@ class Launcher:
 class QemuLauncher(Launcher):
     binary = QEMU
 
+    attachable_console = True
+
+    def __init__(self, plan: Plan, files: BootFiles, paths: RunPaths,
+                 shape: Shape = MICROVM) -> None:
+        super().__init__(plan, files, paths)
+        self.shape = shape  # another hypervisor's device layout (tests of the guest side)
+
     def argv(self) -> list[str]:
-        return qemu_argv(self.plan, self.files, self.paths)
+        return qemu_argv(self.plan, self.files, self.paths, self.shape)
 
     def agent_connector(self) -> Connector:
         return unix_connector(self.paths.agent)
@@ -154,9 +183,19 @@ class QemuLauncher(Launcher):
     snapshots = True
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[QMPClient]:
+    async def session(self, wait: float = 0.0) -> AsyncIterator[QMPClient]:
+        """A QMP connection; with `wait`, for a QEMU just started: its socket appears, and
+        is bound a moment before it listens (connecting in between is refused)."""
         client = QMPClient(self.plan.name)
-        await asyncio.wait_for(client.connect(str(self.paths.qmp)), CONTROL_TIMEOUT)
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            try:
+                await asyncio.wait_for(client.connect(str(self.paths.qmp)), CONTROL_TIMEOUT)
+                break
+            except (ConnectError, OSError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise CoveError("QEMU's control socket did not answer") from None
+                await asyncio.sleep(0.005)
         try:
             yield client
         finally:
@@ -193,12 +232,7 @@ class QemuLauncher(Launcher):
         return [*self.argv(), "-incoming", f"fd:{fd}"]
 
     async def wait_incoming(self, timeout: float) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not self.paths.qmp.exists():
-            if asyncio.get_running_loop().time() > deadline:
-                raise CoveError("QEMU did not start to load the snapshot")
-            await asyncio.sleep(0.005)
-        async with self.session() as client:
+        async with self.session(timeout) as client:
             await migration_done(client, timeout)
             # the state was saved with the vCPUs stopped, and QEMU keeps that run state
             await client.execute("cont")
@@ -223,15 +257,19 @@ async def migration_done(client: QMPClient, timeout: float) -> None:
 
 class FirecrackerLauncher(Launcher):
     binary = firecracker.BINARY
+    serial_on_stdout = True
 
     def argv(self) -> list[str]:
         return firecracker.argv(self.plan, self.paths)
 
+    def config_files(self) -> dict[str, Any]:
+        return {firecracker.CONFIG_FILE: firecracker.config_file(self.plan, self.files,
+                                                                 self.paths)}
+
     def prepare(self) -> None:
         for name in ("firecracker.log", "firecracker-metrics.json"):
             (self.paths.run / name).touch(mode=0o600)
-        config = firecracker.config_file(self.plan, self.files, self.paths)
-        write_json(self.paths.run / "firecracker.json", config)
+        super().prepare()
 
     async def power_button(self) -> bool:
         return await self.rest([firecracker.SHUTDOWN_CALL])
@@ -241,13 +279,10 @@ class CloudHypervisorLauncher(Launcher):
     binary = cloud_hypervisor.BINARY
 
     def argv(self) -> list[str]:
-        return [cloud_hypervisor.BINARY, "--api-socket", f"path={self.paths.api}"]
+        return cloud_hypervisor.argv(self.paths)
 
-    async def after_spawn(self) -> None:
-        while not self.paths.api.exists():
-            await asyncio.sleep(0.01)
-        await RestClient(self.paths.api, self.plan.hypervisor).run(
-            cloud_hypervisor.api_calls(self.plan, self.files, self.paths))
+    def boot_calls(self) -> list[ApiCall]:
+        return cloud_hypervisor.api_calls(self.plan, self.files, self.paths)
 
     async def power_button(self) -> bool:
         return await self.rest(list(cloud_hypervisor.SHUTDOWN_CALLS))
@@ -284,6 +319,7 @@ class CrosvmLauncher(Launcher):
 
 class KvmtoolLauncher(Launcher):
     binary = kvmtool.BINARY
+    serial_on_stdout = True  # --console serial: the guest's ttyS0 is lkvm's stdio
 
     def argv(self) -> list[str]:
         return kvmtool.argv(self.plan, self.files, self.paths)

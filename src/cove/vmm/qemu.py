@@ -1,7 +1,13 @@
-"""QEMU's microvm machine: the argv for a plan. Nothing else in cove knows QEMU's flags."""
+"""QEMU's microvm machine: the argv for a plan. Nothing else in cove knows QEMU's flags.
+
+Also the device shapes of the other hypervisors (`SHAPES`): cove's tests boot a guest planned
+for Firecracker or a PCI hypervisor under QEMU, with the devices where that hypervisor puts
+them, to prove the guest side on a host where those hypervisors cannot run.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from cove.guest.proto import PORT_NAME
@@ -11,6 +17,26 @@ from cove.vmm.common import disks, guest_mac, tap_name
 from cove.vmm.layout import BootFiles, RunPaths
 
 QEMU = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Where a machine puts its virtio devices, and how the guest learns of them."""
+
+    machine: str  # -machine type and options
+    bus: str  # the suffix of QEMU's virtio device names: "device" (mmio) or "pci"
+
+
+MICROVM = Shape("microvm", "device")  # virtio-mmio, described through ACPI (so is Firecracker
+# from 1.8 on x86_64)
+SHAPES = {
+    "microvm": MICROVM,
+    # Firecracker before 1.8 (and guests without ACPI): virtio-mmio described only by
+    # `virtio_mmio.device=` entries, which QEMU's microvm adds to the command line itself
+    "mmio-cmdline": Shape("microvm,acpi=off", "device"),
+    # Cloud Hypervisor, crosvm, kvmtool on x86_64: virtio-pci
+    "pci": Shape("q35", "pci"),
+}
 
 
 def opt(value: str | Path) -> str:
@@ -35,49 +61,51 @@ def console_chardev(sockets: RunPaths) -> list[str]:
                         f"logfile={opt(sockets.console_log)},logappend=on"]
 
 
-def machine_args(plan: Plan) -> list[str]:
+def machine_args(plan: Plan, shape: Shape) -> list[str]:
     if any(share.proto == "virtiofs" for share in plan.shares):
         # virtiofsd maps guest memory: it must live in a shared memfd
         return ["-object", f"memory-backend-memfd,id=mem,size={plan.memory_mib}M,share=on",
-                "-machine", "microvm,memory-backend=mem"]
-    return ["-machine", "microvm"]
+                "-machine", f"{shape.machine},memory-backend=mem"]
+    return ["-machine", shape.machine]
 
 
-def drive_args(plan: Plan, files: BootFiles, paths: RunPaths) -> list[str]:
+def drive_args(plan: Plan, files: BootFiles, paths: RunPaths, shape: Shape = MICROVM
+               ) -> list[str]:
     args = []
     for disk in disks(plan, files, paths):
         flags = "readonly=on" if disk.readonly else "cache=writeback,discard=unmap"
         args += ["-drive", f"id={disk.id},file={opt(disk.path)},format={disk.format},if=none,"
                            f"{flags}",
-                 "-device", f"virtio-blk-device,drive={disk.id},serial={disk.serial}"]
+                 "-device", f"virtio-blk-{shape.bus},drive={disk.id},serial={disk.serial}"]
     return args
 
 
-def share_args(plan: Plan, paths: RunPaths) -> list[str]:
+def share_args(plan: Plan, paths: RunPaths, shape: Shape = MICROVM) -> list[str]:
     args = []
     for index, share in enumerate(plan.shares):
         if share.proto == "virtiofs":
             args += ["-chardev", f"socket,id=fs{index},path={opt(paths.virtiofs(share.tag))}",
-                     "-device", f"vhost-user-fs-device,chardev=fs{index},tag={share.tag}"]
+                     "-device", f"vhost-user-fs-{shape.bus},chardev=fs{index},tag={share.tag}"]
         else:
             readonly = ",readonly=on" if share.readonly else ""
             args += ["-fsdev", f"local,id=fsdev{index},path={opt(share.source)},"
                                f"security_model=none{readonly}",
-                     "-device", f"virtio-9p-device,fsdev=fsdev{index},mount_tag={share.tag}"]
+                     "-device", f"virtio-9p-{shape.bus},fsdev=fsdev{index},mount_tag={share.tag}"]
     return args
 
 
-def segment_args(plan: Plan, sockets: RunPaths) -> list[str]:
+def segment_args(plan: Plan, sockets: RunPaths, shape: Shape = MICROVM) -> list[str]:
     """The stack's private L2 segment: frames go to the daemon's hub as unix datagrams, and
     the hub floods them to the other members (no root, no host interface)."""
     if not plan.stack:
         return []
     netdev = (f"dgram,id=seg0,local.type=unix,local.path={opt(sockets.segment)},"
               f"remote.type=unix,remote.path={opt(sockets.hub(plan.stack))}")
-    return ["-netdev", netdev, "-device", f"virtio-net-device,netdev=seg0,mac={plan.segment_mac}"]
+    return ["-netdev", netdev,
+            "-device", f"virtio-net-{shape.bus},netdev=seg0,mac={plan.segment_mac}"]
 
 
-def network_args(plan: Plan) -> list[str]:
+def network_args(plan: Plan, shape: Shape = MICROVM) -> list[str]:
     if plan.network == "none":
         return []
     if plan.network == "user":
@@ -87,14 +115,16 @@ def network_args(plan: Plan) -> list[str]:
     else:
         netdev = f"tap,id=net0,ifname={tap_name(plan.name)},script=no,downscript=no"
     return ["-netdev", netdev,
-            "-device", f"virtio-net-device,netdev=net0,mac={guest_mac(plan.name)}"]
+            "-device", f"virtio-net-{shape.bus},netdev=net0,mac={guest_mac(plan.name)}"]
 
 
-def qemu_argv(plan: Plan, files: BootFiles, sockets: RunPaths) -> list[str]:
+def qemu_argv(plan: Plan, files: BootFiles, sockets: RunPaths, shape: Shape = MICROVM
+              ) -> list[str]:
+    bus = shape.bus
     return [
         QEMU,
         "-name", opt(plan.name),
-        *machine_args(plan),
+        *machine_args(plan, shape),
         "-accel", plan.accel.accel,
         "-cpu", cpu_model(plan.accel.accel),
         "-m", f"{plan.memory_mib}M",
@@ -103,7 +133,7 @@ def qemu_argv(plan: Plan, files: BootFiles, sockets: RunPaths) -> list[str]:
         "-no-user-config",
         "-display", "none",
         "-no-reboot",
-        "-global", "virtio-mmio.force-legacy=false",
+        *(["-global", "virtio-mmio.force-legacy=false"] if bus == "device" else []),
         "-kernel", str(files.vmlinux),
         "-initrd", str(files.initrd),
         "-append", " ".join(plan.cmdline),
@@ -112,12 +142,12 @@ def qemu_argv(plan: Plan, files: BootFiles, sockets: RunPaths) -> list[str]:
         "-chardev", f"socket,id=qmp,path={opt(sockets.qmp)},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
         "-chardev", f"socket,id=agent,path={opt(sockets.agent)},server=on,wait=off",
-        "-device", "virtio-serial-device",
+        "-device", f"virtio-serial-{bus}",
         "-device", f"virtserialport,chardev=agent,name={PORT_NAME}",
-        "-device", "virtio-rng-device",
-        *(["-device", "virtio-balloon-device,free-page-reporting=on"] if plan.balloon else []),
-        *drive_args(plan, files, sockets),
-        *share_args(plan, sockets),
-        *network_args(plan),
-        *segment_args(plan, sockets),
+        "-device", f"virtio-rng-{bus}",
+        *(["-device", f"virtio-balloon-{bus},free-page-reporting=on"] if plan.balloon else []),
+        *drive_args(plan, files, sockets, shape),
+        *share_args(plan, sockets, shape),
+        *network_args(plan, shape),
+        *segment_args(plan, sockets, shape),
     ]
