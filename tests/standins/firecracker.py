@@ -3,6 +3,7 @@ swagger, and the real ordering rules (configure before InstanceStart, not after)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ class FirecrackerStandIn:
         self.calls: list[tuple[str, str, Any]] = []
         self.config: dict[str, Any] = {}
         self.started = False
+        self.on_ctrl_alt_del: Callable[[], None] = lambda: None  # what the guest then does
         self.validators = {path: firecracker_validator(name) for path, name in BODIES.items()}
         self.app = web.Application()
         for path in BODIES:
@@ -59,6 +61,8 @@ class FirecrackerStandIn:
             if self.started:
                 return fault("the microVM is already running")
             self.started = True
-        elif kind == "SendCtrlAltDel" and not self.started:
-            return fault("the microVM is not running")
+        elif kind == "SendCtrlAltDel":
+            if not self.started:
+                return fault("the microVM is not running")
+            self.on_ctrl_alt_del()
         return web.Response(status=204)

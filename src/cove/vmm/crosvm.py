@@ -19,8 +19,7 @@ def argv(plan: Plan, files: BootFiles, paths: RunPaths) -> list[str]:
         "--socket", str(paths.api),
         "--serial", f"type=file,path={plain(paths.console_log, ',=', 'console log')},num=1,"
                     "console=true",
-        "--rng",
-        "--vsock", f"cid={plan.vsock_cid}",
+        "--vsock", f"cid={plan.vsock_cid}",  # (a virtio-rng device is there by default)
     ]
     for disk in disks(plan, files, paths):
         # crosvm's block id is the serial the guest reads
