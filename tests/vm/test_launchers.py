@@ -29,6 +29,8 @@ from cove.spec import load_spec
 from cove.spec.model import Hypervisor
 from cove.vmm import launch
 from cove.vmm.accel import AccelDecision
+from cove.vmm.layout import BootFiles
+from cove.vmm.render import render
 from cove.vmm.vsock import Connector, unix_connector
 from tests.vm.conftest import fetch, free_port, write_spec
 
@@ -100,6 +102,13 @@ async def page_on(port: int) -> str:
     return page
 
 
+def ran_argv(machine: Machine) -> str:
+    """The argv the stand-in process really got (after its interpreter and script)."""
+    assert machine.process is not None
+    argv = Path(f"/proc/{machine.process.pid}/cmdline").read_bytes().decode().split("\0")
+    return " ".join([Path(argv[1]).name, *argv[2:]]).strip()
+
+
 async def start_adopt_stop(plan: Plan, artifacts: Artifacts, port: int) -> dict[str, str]:
     """Start, use, hand over to a new owner (a daemon restart), use, stop through the agent."""
     vm_dir = VmDir.for_name(plan.name)
@@ -109,7 +118,8 @@ async def start_adopt_stop(plan: Plan, artifacts: Artifacts, port: int) -> dict[
     seen = {"hello": await run(first, "echo", "hello from the guest"),
             "page": await page_on(port),
             "console": vm_dir.sockets.console_log.read_text(),
-            "argv": " ".join(first.launcher.argv())}
+            "argv": " ".join(first.launcher.argv()),
+            "ran": ran_argv(first)}
     first.forwards.close()
     await first.release()  # the old daemon is gone; the hypervisor runs on
     second = Machine(plan, artifacts, vm_dir, ignore, bound_to_owner=False)
@@ -154,6 +164,10 @@ def test_launcher_end_to_end(cove_home: Path, tmp_path: Path, standins: Path,
     plan = make_plan(spec, facts, artifacts.kernel, hypervisor=hypervisor)
 
     seen = asyncio.run(start_adopt_stop(plan, artifacts, host))
+    # what `cove plan --hypervisor` shows (the launcher's argv, golden-tested) is what ran
+    assert seen["ran"] == seen["argv"] == " ".join(render(plan, BootFiles(
+        artifacts.kernel.vmlinux, VmDir.for_name(plan.name).initrd, artifacts.root.path),
+        VmDir.for_name(plan.name).sockets)["argv"])
     assert seen["hello"] == "hello from the guest"  # exec through the launcher's connector
     assert "Directory listing" in seen["page"]  # -p through the agent tunnel, no user net
     assert f"[stand-in {BINARIES[hypervisor]}]" in seen["console"]  # serial -> console.log
@@ -185,3 +199,15 @@ def test_a_missing_binary_is_named_with_how_to_get_it(cove_home: Path, tmp_path:
     finally:
         os.environ["PATH"] = saved
     assert "firecracker is not installed" in said and "GitHub releases" in said
+
+
+def test_doctor_lists_each_hypervisor(standins: Path) -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "cove.cli.main", "doctor"], capture_output=True,
+                          text=True, check=False)
+    assert "firecracker: Firecracker v1.16.1 (cove's stand-in)" in done.stdout
+    assert "kvmtool: kvm tool stand-in" in done.stdout
+    if "accelerator: tcg" in done.stdout:  # as here: installed, never chosen by auto
+        assert "needs KVM, which this host cannot use: auto will not choose it" in done.stdout
+    assert "Traceback" not in done.stderr
