@@ -17,21 +17,30 @@ if TYPE_CHECKING:
     from typing import Any
 
     from cove.errors import CoveError, ExecTimeout, SpecError, VMNotFound
-    from cove.sdk.sync import VM, ExecStream, ls, sandbox, up
-    from cove.sdk.types import Chunk, ExecFailed, ExecResult, LogLine, Spec, VMInfo
+    from cove.sdk.sync import VM, ExecStream, from_snapshot, ls, sandbox, up
+    from cove.sdk.types import (
+        Chunk,
+        ExecFailed,
+        ExecResult,
+        LogLine,
+        SnapshotInfo,
+        Spec,
+        VMInfo,
+    )
 
 _WHERE = {
     "CoveError": "cove.errors", "ExecTimeout": "cove.errors", "VMNotFound": "cove.errors",
     "VM": "cove.sdk.sync", "ExecStream": "cove.sdk.sync", "ls": "cove.sdk.sync",
-    "sandbox": "cove.sdk.sync", "up": "cove.sdk.sync",
+    "sandbox": "cove.sdk.sync", "up": "cove.sdk.sync", "from_snapshot": "cove.sdk.sync",
+    "SnapshotInfo": "cove.sdk.types",
     "Chunk": "cove.sdk.types", "ExecFailed": "cove.sdk.types", "ExecResult": "cove.sdk.types",
     "LogLine": "cove.sdk.types", "Spec": "cove.sdk.types", "VMInfo": "cove.sdk.types",
     "SpecError": "cove.errors",
 }
 
 __all__ = ["VM", "Chunk", "CoveError", "ExecFailed", "ExecResult", "ExecStream", "ExecTimeout",
-           "LogLine", "Spec", "SpecError", "VMInfo", "VMNotFound", "__version__", "ls",
-           "sandbox", "up"]
+           "LogLine", "SnapshotInfo", "Spec", "SpecError", "VMInfo", "VMNotFound", "__version__",
+           "from_snapshot", "ls", "sandbox", "up"]
 
 
 def __getattr__(name: str) -> Any:

@@ -5,8 +5,9 @@
 """
 
 from cove.errors import CoveError, ExecTimeout, SpecError, VMNotFound
-from cove.sdk.aio import VM, ExecStream, ls, sandbox, up
-from cove.sdk.types import Chunk, ExecFailed, ExecResult, LogLine, Spec, VMInfo
+from cove.sdk.aio import VM, ExecStream, from_snapshot, ls, sandbox, up
+from cove.sdk.types import Chunk, ExecFailed, ExecResult, LogLine, SnapshotInfo, Spec, VMInfo
 
 __all__ = ["VM", "Chunk", "CoveError", "ExecFailed", "ExecResult", "ExecStream", "ExecTimeout",
-           "LogLine", "Spec", "SpecError", "VMInfo", "VMNotFound", "ls", "sandbox", "up"]
+           "LogLine", "SnapshotInfo", "Spec", "SpecError", "VMInfo", "VMNotFound",
+           "from_snapshot", "ls", "sandbox", "up"]

@@ -135,6 +135,19 @@ class Client:
                                                     body)
         return result
 
+    def save_snapshot(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"/v1/vms/{quote(name)}/snapshot", {})
+        return result
+
+    def clone_snapshot(self, ident: str, count: int, prefix: str | None = None,
+                       ports: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"count": count, "ports": list(ports)}
+        if prefix is not None:
+            body["prefix"] = prefix
+        result: list[dict[str, Any]] = self.request(
+            "POST", f"/v1/snapshots/{quote(ident)}/clone", body)
+        return result
+
     def snapshots(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.request("GET", "/v1/snapshots")
         return result

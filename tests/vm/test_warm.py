@@ -144,6 +144,48 @@ def test_clones_answer_each_with_its_own_identity(home: Path, tmp_path: Path) ->
         cove("down", "--all")
 
 
+def test_saved_snapshot_starts_vms_after_its_source_is_gone(home: Path, tmp_path: Path
+                                                             ) -> None:
+    """`vm.snapshot()`: the state now (here a file the program wrote into the guest's memory
+    backed root), kept when the VM goes; `cove.from_snapshot` and `cove snapshot clone`
+    start VMs from it, each its own instance; gc keeps it; `snapshot rm` removes it."""
+    import cove as api
+
+    port = free_port()
+    cove("up", str(spec_copy(tmp_path)), "--name", "saver", "-d")
+    try:
+        source = api.VM.get("saver")
+        source.put_file("/root/state.txt", b"prepared before the snapshot\n")
+        saved = source.snapshot()
+        assert saved.kind == "saved" and saved.vm == "saver" and saved.size > 0
+        assert source.info().state == "running"  # it paused only for the save
+        source.down()
+        first = api.from_snapshot(saved, prefix="fromsnap-")
+        assert [vm.name for vm in first] == ["fromsnap-1"]
+        assert first[0].get_file("/root/state.txt") == b"prepared before the snapshot\n"
+        result = cove("snapshot", "clone", saved.id, "-n", "2", "-p", f"{port}:8080")
+        assert "2 clone(s) of snapshot" in result.stdout  # named saver-1, saver-2
+        for index in range(2):
+            wait_for(lambda i=index: fetch(port + i) == SERVED, 60, f"VM {index + 1}")
+        names = [cove("exec", n, "--", "hostname").stdout.strip()
+                 for n in ("saver-1", "saver-2", "fromsnap-1")]
+        assert names == ["saver-1", "saver-2", "fromsnap-1"]
+        cove("down", "--all")
+        cove("gc", "--apply")
+        listed = json.loads(cove("snapshot", "ls", "--json").stdout)
+        assert [s["kind"] for s in listed if s["id"] == saved.id] == ["saved"]  # gc kept it
+        templates = [s["id"] for s in listed if s["kind"] == "template"]
+        for wrong, said in [("s000000000000", "no snapshot"),
+                            *[(t, "is a template, not one saved") for t in templates[:1]]]:
+            refused = cove("snapshot", "clone", wrong, check=False)
+            assert refused.returncode == 1 and said in refused.stderr, refused.stderr
+            assert "Traceback" not in refused.stderr
+        cove("snapshot", "rm", saved.id)
+        assert saved.id not in cove("snapshot", "ls").stdout
+    finally:
+        cove("down", "--all")
+
+
 def test_share_and_written_volume_force_a_cold_boot(home: Path, tmp_path: Path) -> None:
     share = tmp_path / "share"
     share.mkdir()

@@ -1,8 +1,9 @@
-"""The commands for a VM's state: pause, resume, suspend, clone, snapshot ls/rm."""
+"""The commands for a VM's state: pause, resume, suspend, clone, snapshot save/clone/ls/rm."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -55,14 +56,48 @@ def clone(name: str, count: int, prefix: str | None, ports: tuple[str, ...]) -> 
 
     started = time.monotonic()
     clones = Client().clone(name, count, prefix, ports)
+    print_clones(clones, name, time.monotonic() - started)
+
+
+def print_clones(clones: list[dict[str, Any]], source: str, seconds: float) -> None:
     for vm in clones:
         click.echo(f"{vm['name']}  {', '.join(vm['ports']) or '-'}")
-    click.echo(f"{len(clones)} clone(s) of {name} up in {time.monotonic() - started:.2f} s")
+    click.echo(f"{len(clones)} clone(s) of {source} up in {seconds:.2f} s")
 
 
 @click.group()
 def snapshot() -> None:
-    """Saved VM states: templates (warm starts), suspend images, clone sources."""
+    """Saved VM states: templates (warm starts), suspend images, clone sources, and the
+    snapshots you save (kept until `cove snapshot rm`)."""
+
+
+@snapshot.command(name="save")
+@click.argument("name")
+def snapshot_save(name: str) -> None:
+    """Save NAME's state now (it pauses only for the save and runs on); prints the id that
+    `cove snapshot clone` starts new VMs from, even after NAME is gone."""
+    from cove.client import Client
+
+    saved = Client().save_snapshot(name)
+    click.echo(f"{saved['id']}  ({saved['size'] / 2**20:.0f} MiB, saved from {name})")
+
+
+@snapshot.command(name="clone")
+@click.argument("ident", metavar="ID")
+@click.option("--count", "-n", default=1, show_default=True, help="How many VMs.")
+@click.option("--prefix", default=None, help="Their names: PREFIX1, PREFIX2, ... "
+              "(default: the saved VM's name and -).")
+@click.option("-p", "--publish", "ports", multiple=True, metavar="[BIND:]HOST:GUEST",
+              help="Forward HOST+i-1 to GUEST for VM i (without -p: no ports).")
+def snapshot_clone(ident: str, count: int, prefix: str | None, ports: tuple[str, ...]) -> None:
+    """New VMs restored from a snapshot saved with `cove snapshot save`."""
+    import time
+
+    from cove.client import Client
+
+    started = time.monotonic()
+    clones = Client().clone_snapshot(ident, count, prefix, ports)
+    print_clones(clones, f"snapshot {ident}", time.monotonic() - started)
 
 
 @snapshot.command(name="ls")

@@ -183,18 +183,40 @@ for change in STATE_CHANGES:
     routes.post(f"/v1/vms/{{name}}/{change}")(change_state)
 
 
-@routes.post("/v1/vms/{name}/clone")
-async def clone_vm(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    name = request.match_info["name"]
-    count, prefix, ports = body.get("count", 1), body.get("prefix", f"{name}-"), \
+def clone_request(body: dict[str, Any], default_prefix: str | None
+                  ) -> tuple[int, str | None, tuple[str, ...]]:
+    """(count, prefix, ports) of a clone request, checked."""
+    count, prefix, ports = body.get("count", 1), body.get("prefix", default_prefix), \
         body.get("ports", [])
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 64:
         raise CoveError(f"count {count!r} is not a number of clones from 1 to 64")
-    if not isinstance(prefix, str) or not isinstance(ports, list) or \
+    if not isinstance(prefix, str | None) or not isinstance(ports, list) or \
             not all(isinstance(p, str) for p in ports):
         raise CoveError('"prefix" must be a string and "ports" a list of strings')
-    clones = await the_daemon(request).clone(name, count, prefix, tuple(ports))
+    return count, prefix, tuple(ports)
+
+
+@routes.post("/v1/vms/{name}/clone")
+async def clone_vm(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    count, prefix, ports = clone_request(await json_body(request), f"{name}-")
+    assert prefix is not None
+    clones = await the_daemon(request).clone(name, count, prefix, ports)
+    return web.json_response([c.status() for c in clones], status=201)
+
+
+@routes.post("/v1/vms/{name}/snapshot")
+async def save_snapshot_route(request: web.Request) -> web.Response:
+    await json_body(request)
+    snapshot = await the_daemon(request).save_snapshot(request.match_info["name"])
+    return web.json_response(snapshot_json(snapshot, None), status=201)
+
+
+@routes.post("/v1/snapshots/{id}/clone")
+async def clone_snapshot_route(request: web.Request) -> web.Response:
+    count, prefix, ports = clone_request(await json_body(request), None)
+    clones = await the_daemon(request).clone_snapshot(request.match_info["id"], count, prefix,
+                                                      ports)
     return web.json_response([c.status() for c in clones], status=201)
 
 

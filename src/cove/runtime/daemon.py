@@ -23,6 +23,7 @@ from aiohttp import web
 
 from cove import __version__
 from cove.errors import CoveError, VMNotFound
+from cove.fsutil import write_json
 from cove.home import prepare_home
 from cove.runtime.api import routes
 from cove.runtime.autostart import start_enabled
@@ -30,7 +31,14 @@ from cove.runtime.journal import Journal
 from cove.runtime.lifecycle import clone_names, clone_records, save_for_clones
 from cove.runtime.machine import BOOT_TIMEOUT
 from cove.runtime.segment import Segments
-from cove.runtime.snapshots import Snapshot, remove_snapshot, snapshots_dir
+from cove.runtime.snapshots import (
+    KEPT,
+    RECORD,
+    Snapshot,
+    get_snapshot,
+    remove_snapshot,
+    snapshots_dir,
+)
 from cove.runtime.state import VmRecord
 from cove.runtime.supervisor import VmSupervisor
 from cove.runtime.vmdir import VmDir
@@ -147,23 +155,51 @@ class Daemon:
         if not ident or any(s.record.snapshot == ident for s in self.vms.values()):
             return
         snapshot = Snapshot.load(snapshots_dir(self.home) / ident)
-        if snapshot is not None and snapshot.kind != "template":
+        if snapshot is not None and snapshot.kind not in KEPT:
             remove_snapshot(snapshot)
 
     async def clone(self, name: str, count: int, prefix: str, ports: tuple[str, ...]
                     ) -> list[VmSupervisor]:
         """`count` VMs restored from one save of `name`, which runs on."""
         source = self.vm(name)
-        if source.record.plan.stack:
-            raise CoveError(f"{name} is a VM of stack {source.record.plan.stack}: its clones "
+        self.check_clonable(source.record, prefix, count)
+        snapshot = await save_for_clones(source)
+        return await self.start_clones(source.record, snapshot, count, prefix, ports)
+
+    async def save_snapshot(self, name: str) -> Snapshot:
+        """`name`'s state now, kept (with what is needed to clone it) until removed."""
+        source = self.vm(name)
+        self.check_clonable(source.record, "", 0)
+        snapshot = await save_for_clones(source, kind="saved")
+        await asyncio.to_thread(write_json, snapshot.directory / RECORD,
+                                source.record.to_json())
+        return snapshot
+
+    async def clone_snapshot(self, ident: str, count: int, prefix: str | None,
+                             ports: tuple[str, ...]) -> list[VmSupervisor]:
+        """`count` VMs restored from a saved snapshot (its VM may be long gone)."""
+        snapshot = await asyncio.to_thread(get_snapshot, self.home, ident)
+        if snapshot.kind != "saved":
+            raise CoveError(f"snapshot {ident} is a {snapshot.kind}, not one saved with "
+                            "`cove snapshot save`", "clone a running VM with `cove clone`")
+        record = await asyncio.to_thread(VmRecord.load, snapshot.directory / RECORD)
+        prefix = prefix if prefix is not None else f"{snapshot.vm}-"
+        self.check_clonable(record, prefix, count)
+        return await self.start_clones(record, snapshot, count, prefix, ports)
+
+    def check_clonable(self, record: VmRecord, prefix: str, count: int) -> None:
+        if record.plan.stack:
+            raise CoveError(f"{record.name} is a VM of stack {record.plan.stack}: its clones "
                             "would take its address on the stack's segment",
                             "clone a VM that is not in a stack")
         taken = [n for n in clone_names(prefix, count) if n in self.vms or n in self.broken]
         if taken:
             raise CoveError(f"VMs named {', '.join(taken)} exist already",
                             "choose another --prefix, or `cove down` them")
-        snapshot = await save_for_clones(source)
-        records = clone_records(source.record, snapshot, count, prefix, ports)
+
+    async def start_clones(self, source: VmRecord, snapshot: Snapshot, count: int,
+                           prefix: str, ports: tuple[str, ...]) -> list[VmSupervisor]:
+        records = clone_records(source, snapshot, count, prefix, ports)
         results = await asyncio.gather(*(self.create(r, snapshot=snapshot) for r in records),
                                        return_exceptions=True)
         failed = [f"{r.name}: {e}" for r, e in zip(records, results, strict=True)

@@ -131,11 +131,11 @@ def clone_records(source: VmRecord, snapshot: Snapshot, count: int, prefix: str,
     return records
 
 
-async def save_for_clones(supervisor: VmSupervisor) -> Snapshot:
+async def save_for_clones(supervisor: VmSupervisor, kind: str = "clone") -> Snapshot:
     """One save of the running source (paused only for it), volumes frozen for clones."""
-    machine = await settled_machine(supervisor, "clone")
+    machine = await settled_machine(supervisor, "clone" if kind == "clone" else "snapshot")
     if supervisor.state == "paused":
         raise CoveError(f"{supervisor.name} is paused", f"`cove resume {supervisor.name}` first")
-    snapshot = await machine.save("clone", resume=True, freeze_volumes=True)
-    supervisor.emit("cloned", snapshot=snapshot.id)
+    snapshot = await machine.save(kind, resume=True, freeze_volumes=True)
+    supervisor.emit("cloned" if kind == "clone" else "snapshot-saved", snapshot=snapshot.id)
     return snapshot

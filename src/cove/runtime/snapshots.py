@@ -1,4 +1,5 @@
-"""Saved VM states in the cove home: templates (warm starts), suspend images, clone sources.
+"""Saved VM states in the cove home: templates (warm starts), suspend images, clone sources,
+and snapshots a user saved (`cove snapshot save`: kept until `cove snapshot rm`).
 
 `snapshots/<id>/` holds `state` (QEMU's migration stream: guest memory and devices),
 `meta.json`, and the disks the state was saved with: the throw-away overlays of ephemeral
@@ -19,7 +20,9 @@ from typing import Any
 from cove.errors import die
 from cove.fsutil import read_json_or, remove_tree
 
-KINDS = ("template", "suspend", "clone")
+KINDS = ("template", "suspend", "clone", "saved")
+KEPT = frozenset({"template", "saved"})  # not removed with the VM they came from
+RECORD = "record.json"  # in a saved snapshot: the VM it was saved from, to clone it later
 
 
 @dataclass(frozen=True)
@@ -162,11 +165,13 @@ def needed_snapshots(home: Path) -> set[str]:
 
 def unused_snapshots(home: Path) -> list[Snapshot]:
     """What `cove gc` removes: suspend images and clone sources no VM needs any more, and
-    templates a newer template of the same shape replaced."""
+    templates a newer template of the same shape replaced (never a saved snapshot)."""
     needed = needed_snapshots(home)
     newest: dict[str, Snapshot] = {}
     unused = []
     for snapshot in list_snapshots(home):  # oldest first
+        if snapshot.kind == "saved":
+            continue  # the user's: only `cove snapshot rm` removes it
         if snapshot.kind != "template":
             if snapshot.id not in needed:
                 unused.append(snapshot)

@@ -21,7 +21,7 @@ from cove.errors import CoveError, VMNotFound
 from cove.home import prepare_home
 from cove.prepare import Overrides, load_with, start_detached, wait_healthy
 from cove.sdk import transfer
-from cove.sdk.types import Chunk, ExecResult, LogLine, Spec, VMInfo, log_line
+from cove.sdk.types import Chunk, ExecResult, LogLine, SnapshotInfo, Spec, VMInfo, log_line
 from cove.sdk.wsexec import Command, Input, NotReady, Sink, run_command
 
 SpecLike = Spec | str | Path | Mapping[str, Any]
@@ -199,6 +199,11 @@ class VM:
         made = await self._call("clone", self.name, count, prefix, tuple(ports))
         return [VM(entry["name"], self.client) for entry in made]
 
+    async def snapshot(self) -> SnapshotInfo:
+        """This VM's state now, kept until removed; `from_snapshot` starts VMs from it (also
+        after this one is gone). The VM pauses only for the save."""
+        return SnapshotInfo.from_json(await self._call("save_snapshot", self.name))
+
 
 class ExecStream:
     """An exec whose output is read as it comes; `returncode` is set when it ends."""
@@ -320,6 +325,16 @@ async def sandbox(spec: SpecLike, **options: Any) -> AsyncIterator[VM]:
     finally:
         with contextlib.suppress(VMNotFound):
             await asyncio.shield(vm.down(timeout=5.0))
+
+
+async def from_snapshot(snapshot: SnapshotInfo | str, count: int = 1,
+                        prefix: str | None = None, ports: Sequence[str] = ()) -> list[VM]:
+    """`count` new VMs restored from a snapshot `vm.snapshot()` saved (names PREFIX1...,
+    default the saved VM's name and -; ports as `clone`'s)."""
+    ident = snapshot.id if isinstance(snapshot, SnapshotInfo) else snapshot
+    client = Client()
+    made = await asyncio.to_thread(client.clone_snapshot, ident, count, prefix, tuple(ports))
+    return [VM(entry["name"], client) for entry in made]
 
 
 async def ls() -> list[VMInfo]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cove.sdk import aio
-from cove.sdk.types import Chunk, ExecResult, LogLine, VMInfo
+from cove.sdk.types import Chunk, ExecResult, LogLine, SnapshotInfo, VMInfo
 
 T = TypeVar("T")
 
@@ -139,6 +139,10 @@ class VM:
               ports: Sequence[str] = ()) -> list[VM]:
         return [VM(vm.name) for vm in PORTAL.run(self.twin.clone(count, prefix, ports))]
 
+    def snapshot(self) -> SnapshotInfo:
+        """This VM's state now, kept until removed (see `cove.aio.VM.snapshot`)."""
+        return PORTAL.run(self.twin.snapshot())
+
 
 class ExecStream:
     """`for chunk in vm.exec_stream(...)`: output as it comes; then `returncode`."""
@@ -183,8 +187,14 @@ def sandbox(spec: aio.SpecLike, **options: Any) -> Iterator[VM]:
         PORTAL.run(manager.__aexit__(None, None, None))
 
 
+def from_snapshot(snapshot: SnapshotInfo | str, count: int = 1, prefix: str | None = None,
+                  ports: Sequence[str] = ()) -> list[VM]:
+    """New VMs restored from a saved snapshot (see `cove.aio.from_snapshot`)."""
+    return [VM(vm.name) for vm in PORTAL.run(aio.from_snapshot(snapshot, count, prefix, ports))]
+
+
 def ls() -> list[VMInfo]:
     return PORTAL.run(aio.ls())
 
 
-__all__ = ["VM", "ExecStream", "ls", "sandbox", "up"]
+__all__ = ["VM", "ExecStream", "from_snapshot", "ls", "sandbox", "up"]

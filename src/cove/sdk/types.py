@@ -114,6 +114,22 @@ class VMInfo:
                    error=data.get("error"), raw=data)
 
 
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A saved VM state (`vm.snapshot()`): start new VMs from it with `cove.from_snapshot`."""
+
+    id: str
+    kind: str  # "saved" for yours; "template", "suspend", "clone" for cove's own
+    vm: str  # the VM it was saved from
+    size: int  # bytes on disk
+    created: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SnapshotInfo:
+        return cls(str(data["id"]), str(data["kind"]), str(data["vm"]), int(data["size"]),
+                   float(data["created"]))
+
+
 def log_line(entry: dict[str, Any]) -> LogLine:
     return LogLine(str(entry.get("svc")), str(entry.get("text")), int(entry.get("fd", 1)),
                    entry.get("ts"))
