@@ -7,7 +7,6 @@ imports as possible: under TCG every import costs tens of milliseconds.
 
 from __future__ import annotations
 
-import binascii
 import os
 import sys
 import time
@@ -48,8 +47,6 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
-def b64(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode()
 
 
 def open_link(reactor: Reactor, config: dict[str, object],
@@ -104,7 +101,8 @@ class Agent:
             self.greet_pending = True
             return
         self.greet_pending = False
-        self.link.send({"t": "hello", "v": proto.VERSION, "caps": ["exec", "logs", "status"],
+        self.link.send({"t": "hello", "v": proto.VERSION,
+                        "caps": ["exec", "logs", "status", "binary"],
                         "uptime": self.uptime()})
 
     def event(self, body: dict[str, object]) -> None:
@@ -115,7 +113,7 @@ class Agent:
         now = time.time()
         ring = self.logs.setdefault(name, deque(maxlen=LOG_RING))
         ring.append((now, fd, data.decode(errors="replace")))
-        self.link.send({"t": "log", "svc": name, "fd": fd, "ts": now, "data": b64(data)},
+        self.link.send({"t": "log", "svc": name, "fd": fd, "ts": now, "data": proto.b64(data)},
                        keep=True)
 
     def handle(self, frame: dict[str, object]) -> None:
@@ -177,8 +175,7 @@ class Agent:
         self.next_channel += 1
         child = self.reactor.spawn(
             [str(a) for a in argv], env,
-            lambda fd, data: self.link.send({"t": "out", "ch": channel, "fd": fd,
-                                             "data": b64(data)}),
+            lambda fd, data: self.link.send_data(channel, fd, data),
             lambda code: self.exec_exited(channel, code),
             cwd=str(frame["cwd"]) if frame.get("cwd") else None,
             stdin=bool(frame.get("stdin")), user=user[:2] if user else None,
@@ -200,7 +197,7 @@ class Agent:
         channel = self.next_channel
         self.next_channel += 1
         self.tunnels[channel] = Tunnel(self.reactor, channel, port, self.link.send,
-                                       self._tunnel_closed)
+                                       self.link.send_data, self._tunnel_closed)
         return {"ch": channel}
 
     def _tunnel_closed(self, channel: int) -> None:
@@ -209,14 +206,12 @@ class Agent:
     def exec_input(self, frame: dict[str, object]) -> None:
         channel = frame.get("ch")
         if isinstance(channel, int) and channel in self.tunnels:
-            data = binascii.a2b_base64(str(frame["data"])) if frame.get("data") else b""
-            self.tunnels[channel].write(data, bool(frame.get("eof")))
+            self.tunnels[channel].write(proto.payload(frame), bool(frame.get("eof")))
             return
         if not isinstance(channel, int) or channel not in self.channels:
             return
         pending = self.stdin_pending.setdefault(channel, bytearray())
-        if frame.get("data"):
-            pending += binascii.a2b_base64(str(frame["data"]))
+        pending += proto.payload(frame)
         if frame.get("eof"):
             self.stdin_eof.add(channel)
         self.flush_stdin(channel)

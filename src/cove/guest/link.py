@@ -65,6 +65,7 @@ class HostLink:
         self.on_frame = on_frame
         self.on_hello = on_hello
         self.connected = False
+        self.binary = False
         self.decoder = proto.Decoder()
         self.out = bytearray()
         self.pending: deque[bytes] = deque()
@@ -127,6 +128,8 @@ class HostLink:
 
     def _greeted(self, frame: dict[str, object]) -> None:
         self.connected = True
+        caps = frame.get("caps")
+        self.binary = isinstance(caps, list) and "binary" in caps  # it reads data frames
         self.out.clear()
         self.on_hello(frame)
         while self.pending:
@@ -158,6 +161,16 @@ class HostLink:
             while self.pending_bytes > PENDING_LIMIT:
                 self.pending_bytes -= len(self.pending.popleft())
                 self.dropped += 1
+
+    def send_data(self, channel: int, fd: int, data: bytes) -> None:
+        """A stream's output (exec, tunnel): raw in a data frame where the host reads them."""
+        if not self.connected:
+            return
+        if self.binary:
+            self._queue(proto.encode_data("out", channel, fd, data))
+        else:
+            self._queue(proto.encode({"t": "out", "ch": channel, "fd": fd,
+                                      "data": proto.b64(data)}))
 
     def _queue(self, data: bytes) -> None:
         if len(self.out) > OUT_LIMIT:

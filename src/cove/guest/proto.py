@@ -1,7 +1,12 @@
-"""Host <-> guest framing: 4-byte big-endian length, then one JSON object.
+"""Host <-> guest framing: 4-byte big-endian length, then one JSON object; or, for the
+bytes of exec and tunnel streams, a data frame.
 
-Shared by the host and the guest agent, so it imports only json. Binary payloads (service
-output, exec streams) travel base64-encoded in a "data" field.
+Shared by the host and the guest agent, so it imports only C modules. A data frame's length
+word has its top bit set (frames are at most 16 MiB, so a JSON frame never has it); its body
+is a kind byte (0 out, 1 in), the fd, the 4-byte channel, then the raw bytes: no base64, no
+JSON for the bulk of a stream. Each side sends data frames only once the other's hello said
+it reads them (caps "binary"); until then, and for service logs, bytes travel base64-encoded
+in a "data" field.
 
 Frames (field "t"):
   hello   both ways; the host sends first, with this boot's token; the agent answers with
@@ -56,8 +61,12 @@ except (ImportError, AttributeError):  # not CPython: the plain module
     def loads(text: str) -> object:
         return json.loads(text)
 
+import binascii
+
 VERSION = 1
 MAX_FRAME = 16 * 1024 * 1024
+DATA_FRAME = 0x80000000  # in the length word: a data frame follows, not JSON
+DATA_KINDS = ("out", "in")
 PORT_NAME = "cove.agent"
 
 
@@ -70,8 +79,34 @@ def encode(message: dict) -> bytes:  # type: ignore[type-arg]
     return len(body).to_bytes(4, "big") + body
 
 
+def encode_data(kind: str, channel: int, fd: int, data: bytes) -> bytes:
+    """A data frame: `kind` "out" or "in" of `channel`, its raw bytes."""
+    head = (len(data) + 6 | DATA_FRAME).to_bytes(4, "big")
+    return head + bytes((DATA_KINDS.index(kind), fd)) + channel.to_bytes(4, "big") + data
+
+
+def payload(frame: dict) -> bytes:  # type: ignore[type-arg]
+    """The bytes an out/in frame carries, whichever way it was sent."""
+    raw = frame.get("raw")
+    if isinstance(raw, bytes):
+        return raw
+    data = frame.get("data")
+    return binascii.a2b_base64(data) if isinstance(data, str) and data else b""
+
+
+def b64(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode()
+
+
+def data_frame(body: bytes) -> dict:  # type: ignore[type-arg]
+    if len(body) < 6 or body[0] >= len(DATA_KINDS):
+        raise ProtocolError("bad data frame")
+    return {"t": DATA_KINDS[body[0]], "fd": body[1], "ch": int.from_bytes(body[2:6], "big"),
+            "raw": body[6:]}
+
+
 class Decoder:
-    """Accumulates bytes and yields complete frames."""
+    """Accumulates bytes and yields complete frames (data frames as dicts with "raw")."""
 
     def __init__(self) -> None:
         self.buffer = bytearray()
@@ -80,13 +115,17 @@ class Decoder:
         self.buffer += data
         frames = []
         while len(self.buffer) >= 4:
-            size = int.from_bytes(self.buffer[:4], "big")
+            word = int.from_bytes(self.buffer[:4], "big")
+            size = word & ~DATA_FRAME
             if size > MAX_FRAME:
                 raise ProtocolError(f"frame of {size} bytes exceeds the limit")
             if len(self.buffer) < 4 + size:
                 break
             body = bytes(self.buffer[4:4 + size])
             del self.buffer[:4 + size]
+            if word & DATA_FRAME:
+                frames.append(data_frame(body))
+                continue
             try:
                 message = loads(body.decode())
             except (ValueError, UnicodeDecodeError, StopIteration) as error:

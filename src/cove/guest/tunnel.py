@@ -1,12 +1,11 @@
 """A TCP connection the agent makes inside the guest for the host (port tunnels).
 
 Bytes from the host arrive as `in` frames; bytes from the guest service leave as `out`
-frames; the end is an `exit` frame. `_socket` directly: `socket` imports enum.
+frames (data frames where the host reads them); the end is an `exit` frame. `_socket`
+directly: `socket` imports enum.
 """
 
 from __future__ import annotations
-
-import binascii
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -17,19 +16,17 @@ if TYPE_CHECKING:
 CHUNK = 65536
 
 
-def b64(data: bytes) -> str:
-    return binascii.b2a_base64(data, newline=False).decode()
-
-
 class Tunnel:
     def __init__(self, reactor: Reactor, channel: int, port: int,
                  send: Callable[[dict[str, object]], None],
+                 send_data: Callable[[int, int, bytes], None],
                  closed: Callable[[int], None]) -> None:
         import _socket
 
         self.reactor = reactor
         self.channel = channel
         self.send = send
+        self.send_data = send_data
         self.closed = closed
         self.pending = bytearray()
         self.eof = False
@@ -52,7 +49,7 @@ class Tunnel:
         except OSError:
             data = b""
         if data:
-            self.send({"t": "out", "ch": self.channel, "fd": 1, "data": b64(data)})
+            self.send_data(self.channel, 1, data)
         else:
             self.close()
 

@@ -40,6 +40,7 @@ class AgentClient:
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task[None] | None = None
         self.broken: AgentError | None = None  # once the channel failed, it stays failed
+        self.binary = False  # the agent reads data frames (its hello says so)
 
     async def connect(self) -> None:
         """Connect (retrying until the VMM's socket or the guest's listener is there; the
@@ -51,14 +52,27 @@ class AgentClient:
             except (FileNotFoundError, ConnectionError, OSError):
                 await asyncio.sleep(0.01)
         self.reader_task = asyncio.create_task(self._read(reader))
-        self.send({"t": "hello", "v": proto.VERSION, "token": self.token})
+        self.send({"t": "hello", "v": proto.VERSION, "token": self.token, "caps": ["binary"]})
 
-    def send(self, frame: Frame) -> None:
+    def send_input(self, channel: int, data: bytes) -> None:
+        """Bytes for a stream's stdin or tunnel: raw in a data frame where the agent reads
+        them (empty input sends nothing)."""
+        if not data:
+            return
+        if self.binary:
+            self.send_raw(proto.encode_data("in", channel, 0, data))
+        else:
+            self.send({"t": "in", "ch": channel, "data": base64.b64encode(data).decode()})
+
+    def send_raw(self, encoded: bytes) -> None:
         if self.broken is not None:
             raise self.broken
         if self.writer is None or self.writer.is_closing():
             raise AgentError("the guest agent is not connected")
-        self.writer.write(proto.encode(frame))
+        self.writer.write(encoded)
+
+    def send(self, frame: Frame) -> None:
+        self.send_raw(proto.encode(frame))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         decoder = proto.Decoder()
@@ -74,6 +88,8 @@ class AgentClient:
     def _dispatch(self, frame: Frame) -> None:
         kind = frame.get("t")
         if kind == "hello":
+            caps = frame.get("caps")
+            self.binary = isinstance(caps, list) and "binary" in caps  # it reads data frames
             if not self.hello.done():
                 self.hello.set_result(frame)
         elif kind == "refused":
@@ -129,13 +145,13 @@ class AgentClient:
         channel, stream = await self.open_exec(argv=argv, env=env or {},
                                                stdin=stdin is not None)
         if stdin is not None:
-            self.send({"t": "in", "ch": channel, "data": base64.b64encode(stdin).decode(),
-                       "eof": True})
+            self.send_input(channel, stdin)
+            self.send({"t": "in", "ch": channel, "eof": True})
         try:
             while True:
                 frame = await stream.queue.get()
                 if frame["t"] == "out":
-                    on_output(int(frame["fd"]), base64.b64decode(frame["data"]))
+                    on_output(int(frame["fd"]), proto.payload(frame))
                 elif frame["t"] == "ack":
                     continue  # input taken; this helper sends all of it at once
                 elif frame.get("code") is None:

@@ -12,7 +12,9 @@ from aiohttp import WSMsgType, web
 
 from cove import __version__
 from cove.errors import CoveError
+from cove.guest import proto
 from cove.runtime import lifecycle
+from cove.runtime.agent_client import AgentClient
 from cove.runtime.journal import Journal, last, read_entries
 from cove.runtime.machine import tail
 from cove.runtime.snapshots import Snapshot, get_snapshot, list_snapshots, remove_snapshot
@@ -356,13 +358,13 @@ async def exec_ws(request: web.Request) -> web.WebSocketResponse:
         await ws.send_json({"t": "exit", "code": 127, "error": error.message})
         await ws.close()
         return ws
-    pump = asyncio.create_task(forward_input(ws, agent.send, channel))
+    pump = asyncio.create_task(forward_input(ws, agent, channel))
     activity = supervisor.machine.activity  # type: ignore[union-attr]
     activity.opened()  # an exec session keeps an idle-suspending VM up
     try:
         while True:
             frame = await stream.queue.get()
-            await ws.send_json(frame)
+            await ws.send_json(for_client(frame))
             if frame.get("t") == "exit":
                 break
     finally:
@@ -373,15 +375,32 @@ async def exec_ws(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def forward_input(ws: web.WebSocketResponse, send: Any, channel: int) -> None:
+def for_client(frame: dict[str, Any]) -> dict[str, Any]:
+    """An agent frame as the exec WebSocket carries it: JSON, bytes base64-encoded."""
+    if "raw" not in frame:
+        return frame
+    return {**{k: v for k, v in frame.items() if k != "raw"}, "data": proto.b64(frame["raw"])}
+
+
+async def forward_input(ws: web.WebSocketResponse, agent: AgentClient, channel: int) -> None:
     async for message in ws:
         if message.type == WSMsgType.TEXT:
             try:
                 frame = json.loads(message.data)
             except ValueError:
                 continue  # not a frame: nothing to pass on
-            if isinstance(frame, dict) and frame.get("t") in ("in", "resize", "kill"):
-                send({**frame, "ch": channel})
+            if not isinstance(frame, dict) or frame.get("t") not in ("in", "resize", "kill"):
+                continue
+            if frame["t"] == "in":  # the bytes as a data frame where the agent reads them
+                try:
+                    data = proto.payload(frame)
+                except ValueError:
+                    continue  # not base64: nothing to pass on
+                agent.send_input(channel, data)
+                if frame.get("eof"):
+                    agent.send({"t": "in", "ch": channel, "eof": True})
+                continue
+            agent.send({**frame, "ch": channel})
 
 
 @routes.get("/v1/vms/{name}/console")

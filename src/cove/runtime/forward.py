@@ -7,7 +7,6 @@ each connection becomes an agent channel to 127.0.0.1:<guest port> inside the gu
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import errno
 import socket
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError, die
+from cove.guest import proto
 from cove.spec.model import Port, Proto
 from cove.tasks import background
 from cove.vmm.launch import QemuLauncher
@@ -182,7 +182,7 @@ class Forwards:
         try:
             while (frame := await stream.queue.get()).get("t") == "out":
                 self.machine.activity.touch()
-                writer.write(base64.b64decode(frame["data"]))
+                writer.write(proto.payload(frame))
                 await writer.drain()
         except ConnectionError:
             pass
@@ -195,5 +195,5 @@ class Forwards:
         with contextlib.suppress(ConnectionError, CoveError):
             while data := await reader.read(65536):
                 self.machine.activity.touch()
-                agent.send({"t": "in", "ch": channel, "data": base64.b64encode(data).decode()})
+                agent.send_input(channel, data)
             agent.send({"t": "in", "ch": channel, "eof": True})
