@@ -124,6 +124,9 @@ def report(results: dict[str, object]) -> None:
     rates: dict[str, float] = results["forward_mbps"]  # type: ignore[assignment]
     first: dict[str, float] = results["first_byte_ms_p50"]  # type: ignore[assignment]
     rows = [(f"forward throughput, {k}", f"{v:.1f} MiB/s") for k, v in rates.items()]
+    ratio = rates["agent-tunnel"] / rates["user-net"]
+    rows.append(("agent-tunnel / user-net (goal >= 0.8)",
+                 f"{ratio:.2f} {'ok' if ratio >= 0.8 else 'MISSED'}"))
     rows += [(f"first byte p50, {k}", f"{v:.1f} ms") for k, v in first.items()]
     rows += [
         ("virtiofs share read", f"{results['virtiofs_read_mbps']:.1f} MiB/s"),
