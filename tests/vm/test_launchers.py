@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from cove.errors import CoveError
 from cove.image.build import Artifacts, build_artifacts
 from cove.plan import HostFacts, Plan, make_plan
 from cove.runtime.agent_client import Frame
@@ -189,9 +190,9 @@ def test_a_missing_binary_is_named_with_how_to_get_it(cove_home: Path, tmp_path:
 
     async def attempt() -> str:
         async with Machine(plan, artifacts, VmDir.for_name(plan.name), ignore) as machine:
-            with pytest.raises(Exception) as caught:
+            with pytest.raises(CoveError) as caught:
                 await machine.start(cold=True)
-            return str(caught.value) + " " + str(getattr(caught.value, "hint", ""))
+            return f"{caught.value.message} {caught.value.hint}"
 
     os.environ["PATH"], saved = "/usr/bin:/bin", os.environ["PATH"]
     try:
@@ -211,3 +212,25 @@ def test_doctor_lists_each_hypervisor(standins: Path) -> None:
     if "accelerator: tcg" in done.stdout:  # as here: installed, never chosen by auto
         assert "needs KVM, which this host cannot use: auto will not choose it" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_an_api_hypervisor_that_dies_at_start_is_reported(cove_home: Path, tmp_path: Path,
+                                                          standins: Path) -> None:
+    """Cloud Hypervisor's API socket is waited for only while the process lives (and at
+    most SOCKET_TIMEOUT): one that exits at once is said so, not waited on forever."""
+    broken = standins / "bin" / "cloud-hypervisor"
+    broken.write_text("#!/bin/sh\necho 'cloud-hypervisor: cannot open /dev/kvm' >&2\nexit 1\n")
+    spec = load_spec(write_spec(tmp_path / "spec", SPEC.format(suffix="ch", host=1, guest=2)))
+    artifacts = build_artifacts(spec)
+    facts = HostFacts(AccelDecision("kvm", "a broken stand-in"), None,
+                      frozenset({Hypervisor.CLOUD_HYPERVISOR}))
+    plan = make_plan(spec, facts, artifacts.kernel, hypervisor=Hypervisor.CLOUD_HYPERVISOR)
+
+    async def attempt() -> str:
+        async with Machine(plan, artifacts, VmDir.for_name(plan.name), ignore) as machine:
+            async with asyncio.timeout(launch.SOCKET_TIMEOUT / 2):
+                with pytest.raises(CoveError) as caught:
+                    await machine.start(cold=True)
+            return str(caught.value)
+
+    assert "cloud-hypervisor exited before its API socket appeared" in asyncio.run(attempt())
