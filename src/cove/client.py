@@ -128,11 +128,8 @@ class Client:
 
     def clone(self, name: str, count: int, prefix: str | None = None,
               ports: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        body: dict[str, Any] = {"count": count, "ports": list(ports)}
-        if prefix is not None:
-            body["prefix"] = prefix
-        result: list[dict[str, Any]] = self.request("POST", f"/v1/vms/{quote(name)}/clone",
-                                                    body)
+        result: list[dict[str, Any]] = self.request(
+            "POST", f"/v1/vms/{quote(name)}/clone", clone_body(count, prefix, ports))
         return result
 
     def save_snapshot(self, name: str) -> dict[str, Any]:
@@ -141,11 +138,8 @@ class Client:
 
     def clone_snapshot(self, ident: str, count: int, prefix: str | None = None,
                        ports: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        body: dict[str, Any] = {"count": count, "ports": list(ports)}
-        if prefix is not None:
-            body["prefix"] = prefix
         result: list[dict[str, Any]] = self.request(
-            "POST", f"/v1/snapshots/{quote(ident)}/clone", body)
+            "POST", f"/v1/snapshots/{quote(ident)}/clone", clone_body(count, prefix, ports))
         return result
 
     def snapshots(self) -> list[dict[str, Any]]:
@@ -204,3 +198,10 @@ class Client:
         query = {k: v for k, v in (("n", count), ("follow", int(follow)), ("vm", vm))
                  if v is not None}
         return self.stream(f"/v1/events?{urlencode(query)}")
+
+
+def clone_body(count: int, prefix: str | None, ports: tuple[str, ...]) -> dict[str, Any]:
+    body: dict[str, Any] = {"count": count, "ports": list(ports)}
+    if prefix is not None:
+        body["prefix"] = prefix
+    return body

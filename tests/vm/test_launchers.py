@@ -153,16 +153,22 @@ async def stop_by(plan: Plan, artifacts: Artifacts, step: str) -> bool:
         return True
 
 
-@pytest.mark.parametrize("hypervisor", list(BINARIES), ids=[h.value for h in BINARIES])
-def test_launcher_end_to_end(cove_home: Path, tmp_path: Path, standins: Path,
-                             hypervisor: Hypervisor) -> None:
-    host, guest = free_port(), free_port()
+def plan_on_kvm(tmp_path: Path, hypervisor: Hypervisor, host: int = 1, guest: int = 2
+                ) -> tuple[Plan, Artifacts]:
+    """SPEC planned for `hypervisor` as on a KVM host with it installed."""
     spec_dir = write_spec(tmp_path / "spec", SPEC.format(suffix=BINARIES[hypervisor],
                                                          host=host, guest=guest))
     spec = load_spec(spec_dir)
     artifacts = build_artifacts(spec)
     facts = HostFacts(AccelDecision("kvm", "stand-ins"), None, frozenset({hypervisor}))
-    plan = make_plan(spec, facts, artifacts.kernel, hypervisor=hypervisor)
+    return make_plan(spec, facts, artifacts.kernel, hypervisor=hypervisor), artifacts
+
+
+@pytest.mark.parametrize("hypervisor", list(BINARIES), ids=[h.value for h in BINARIES])
+def test_launcher_end_to_end(cove_home: Path, tmp_path: Path, standins: Path,
+                             hypervisor: Hypervisor) -> None:
+    host = free_port()
+    plan, artifacts = plan_on_kvm(tmp_path, hypervisor, host, free_port())
 
     seen = asyncio.run(start_adopt_stop(plan, artifacts, host))
     # what `cove plan --hypervisor` shows (the launcher's argv, golden-tested) is what ran
@@ -182,11 +188,7 @@ def test_launcher_end_to_end(cove_home: Path, tmp_path: Path, standins: Path,
 
 
 def test_a_missing_binary_is_named_with_how_to_get_it(cove_home: Path, tmp_path: Path) -> None:
-    spec = load_spec(write_spec(tmp_path / "spec", SPEC.format(suffix="x", host=1, guest=2)))
-    artifacts = build_artifacts(spec)
-    facts = HostFacts(AccelDecision("kvm", "no binaries"), None,
-                      frozenset({Hypervisor.FIRECRACKER}))
-    plan = make_plan(spec, facts, artifacts.kernel, hypervisor=Hypervisor.FIRECRACKER)
+    plan, artifacts = plan_on_kvm(tmp_path, Hypervisor.FIRECRACKER)
 
     async def attempt() -> str:
         async with Machine(plan, artifacts, VmDir.for_name(plan.name), ignore) as machine:
@@ -220,11 +222,7 @@ def test_an_api_hypervisor_that_dies_at_start_is_reported(cove_home: Path, tmp_p
     most SOCKET_TIMEOUT): one that exits at once is said so, not waited on forever."""
     broken = standins / "bin" / "cloud-hypervisor"
     broken.write_text("#!/bin/sh\necho 'cloud-hypervisor: cannot open /dev/kvm' >&2\nexit 1\n")
-    spec = load_spec(write_spec(tmp_path / "spec", SPEC.format(suffix="ch", host=1, guest=2)))
-    artifacts = build_artifacts(spec)
-    facts = HostFacts(AccelDecision("kvm", "a broken stand-in"), None,
-                      frozenset({Hypervisor.CLOUD_HYPERVISOR}))
-    plan = make_plan(spec, facts, artifacts.kernel, hypervisor=Hypervisor.CLOUD_HYPERVISOR)
+    plan, artifacts = plan_on_kvm(tmp_path, Hypervisor.CLOUD_HYPERVISOR)
 
     async def attempt() -> str:
         async with Machine(plan, artifacts, VmDir.for_name(plan.name), ignore) as machine:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -41,13 +42,28 @@ def suspend(name: str) -> None:
     click.echo(f"{name} suspended (snapshot {vm['snapshot']})")
 
 
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def clone_options(default_prefix: str) -> Callable[[Command], Command]:
+    """--count, --prefix and -p, as `clone` and `snapshot clone` share them."""
+    def decorate(command: Command) -> Command:
+        for option in (
+            click.option("-p", "--publish", "ports", multiple=True,
+                         metavar="[BIND:]HOST:GUEST",
+                         help="Forward HOST+i-1 to GUEST for VM i (without -p: no ports)."),
+            click.option("--prefix", default=None, help="Their names: PREFIX1, PREFIX2, ... "
+                         f"(default: {default_prefix})."),
+            click.option("--count", "-n", default=1, show_default=True, help="How many VMs."),
+        ):
+            command = option(command)
+        return command
+    return decorate
+
+
 @click.command()
 @click.argument("name")
-@click.option("--count", "-n", default=1, show_default=True, help="How many clones.")
-@click.option("--prefix", default=None, help="Clone names: PREFIX1, PREFIX2, ... "
-              "(default: NAME-).")
-@click.option("-p", "--publish", "ports", multiple=True, metavar="[BIND:]HOST:GUEST",
-              help="Forward HOST+i-1 to GUEST for clone i (without -p: no ports).")
+@clone_options("NAME-")
 def clone(name: str, count: int, prefix: str | None, ports: tuple[str, ...]) -> None:
     """New VMs from NAME's current state (NAME pauses only for the save and runs on)."""
     import time
@@ -84,11 +100,7 @@ def snapshot_save(name: str) -> None:
 
 @snapshot.command(name="clone")
 @click.argument("ident", metavar="ID")
-@click.option("--count", "-n", default=1, show_default=True, help="How many VMs.")
-@click.option("--prefix", default=None, help="Their names: PREFIX1, PREFIX2, ... "
-              "(default: the saved VM's name and -).")
-@click.option("-p", "--publish", "ports", multiple=True, metavar="[BIND:]HOST:GUEST",
-              help="Forward HOST+i-1 to GUEST for VM i (without -p: no ports).")
+@clone_options("the saved VM's name and -")
 def snapshot_clone(ident: str, count: int, prefix: str | None, ports: tuple[str, ...]) -> None:
     """New VMs restored from a snapshot saved with `cove snapshot save`."""
     import time
