@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cove.errors import CoveError
 from cove.image.kernel import KernelArtifact
@@ -19,6 +22,7 @@ from cove.image.modules import FEATURES
 from cove.plan import HostFacts, Plan, make_plan
 from cove.spec import load_spec
 from cove.spec.model import Hypervisor
+from cove.spec.settings import NAME_PATTERN
 from cove.vmm import cloud_hypervisor, firecracker
 from cove.vmm.accel import AccelDecision
 from cove.vmm.layout import BootFiles, RunPaths
@@ -150,3 +154,21 @@ def test_the_validators_are_strict() -> None:
         "boot_vcpus": 1}})  # max_vcpus is required
     assert problems(cloud_hypervisor_validator("VmConfig"), {"payload": {}, "memory": {
         "size": "256M"}})  # bytes, as an integer
+
+
+@given(st.from_regex(NAME_PATTERN, fullmatch=True), st.from_regex(NAME_PATTERN, fullmatch=True))
+def test_firecracker_ids_are_valid_and_keep_names_apart(one: str, other: str) -> None:
+    rule = re.compile(r"[A-Za-z0-9-]{1,64}")  # Firecracker's validate_instance_id
+    assert rule.fullmatch(firecracker.instance_id(one))
+    if rule.fullmatch(one):
+        assert firecracker.instance_id(one) == one  # a name Firecracker takes is kept
+    if one != other:
+        assert firecracker.instance_id(one) != firecracker.instance_id(other)
+
+
+def test_pci_hypervisors_load_virtio_pci(tmp_path: Path) -> None:
+    buses = {h: {m for m in plan_for(tmp_path, "minimal", h).modules
+                 if m.startswith("virtio_pci") or m == "virtio_mmio"} for h in BACKENDS}
+    assert buses[Hypervisor.QEMU] == buses[Hypervisor.FIRECRACKER] == {"virtio_mmio"}
+    for hypervisor in (Hypervisor.CLOUD_HYPERVISOR, Hypervisor.CROSVM, Hypervisor.KVMTOOL):
+        assert buses[hypervisor] == {"virtio_pci"}, hypervisor
