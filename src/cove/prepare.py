@@ -144,6 +144,8 @@ def wait_healthy(client: Client, name: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         vm = client.get(name)
+        if vm["state"] in ("suspending", "suspended"):
+            return vm  # it was up and fell asleep as `[idle]` asks; a connection wakes it
         if vm["state"] != "running" and vm["state"] != "starting":
             die(f"{name} is {vm['state']}: {vm.get('error') or 'see cove events'}")
         if vm["health"] in ("healthy", "-"):

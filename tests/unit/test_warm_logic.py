@@ -73,3 +73,25 @@ def test_gc_keeps_what_a_vm_needs_and_the_newest_template(tmp_path: Path) -> Non
     (tmp_path / "vms" / "v" / "vm.json").write_text(json.dumps({"snapshot": "s2"}))
     assert sorted(s.id for s in unused_snapshots(tmp_path)) == ["s1", "t1"]
     assert os.path.isdir(tmp_path / "snapshots" / "t1")  # listing removes nothing
+
+
+class StatesInTurn:
+    """What the daemon says of one VM on each look (the last answer repeats)."""
+
+    def __init__(self, *states: tuple[str, str]) -> None:
+        self.states = list(states)
+
+    def get(self, name: str) -> dict[str, object]:
+        state, health = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return {"name": name, "state": state, "health": health, "services": {}}
+
+
+def test_up_accepts_a_vm_that_fell_asleep_as_idle_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cove import prepare
+    monkeypatch.setattr(prepare, "WAIT_POLL", 0.0)
+    for asleep in ("suspending", "suspended"):
+        client = StatesInTurn(("starting", "starting"), ("running", "starting"), (asleep, "-"))
+        assert prepare.wait_healthy(client, "dozer", 5)["state"] == asleep  # type: ignore[arg-type]
+    with pytest.raises(CoveError, match="dozer is exited"):
+        prepare.wait_healthy(StatesInTurn(("running", "starting"), ("exited", "-")),  # type: ignore[arg-type]
+                             "dozer", 5)

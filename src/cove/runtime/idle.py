@@ -49,16 +49,25 @@ class IdleKeeper:
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(min(CHECK_EVERY, self.after / 4))
-            machine, saver = self.supervisor.machine, self.supervisor.saver
-            if self.supervisor.state != "running" or machine is None or \
-                    (saver is not None and not saver.done()):
-                continue  # (a template being saved first: one save at a time)
+            machine = self.supervisor.machine
+            if machine is None:
+                continue
+            if not self.settled():
+                machine.activity.touch()  # idleness counts from when the VM is up and ready
+                continue
             if machine.activity.idle_for() >= self.after:
                 try:
                     await lifecycle.suspend(self.supervisor)
                     self.supervisor.emit("idle-suspended", after=self.after)
                 except CoveError as error:
                     self.supervisor.emit("idle-suspend-failed", error=error.message)
+
+    def settled(self) -> bool:
+        """Running, healthy, and no template save under way (one save at a time): a VM
+        still starting is not idle, and `up` must see it healthy before it sleeps."""
+        supervisor, saver = self.supervisor, self.supervisor.saver
+        return supervisor.state == "running" and (saver is None or saver.done()) and \
+            supervisor.status_health() in ("healthy", "-")
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                          guest: int) -> None:

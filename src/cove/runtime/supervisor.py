@@ -349,14 +349,16 @@ class VmSupervisor:
             self.cpu_sample = (now, cpu)
         return self.cpu_percent, rss
 
+    def status_health(self) -> str:
+        return summarize_health(self.services,
+                                list(self.record.plan.agent_config.get("services", {})))
+
     def status(self) -> dict[str, Any]:
         cpu, rss = self.usage()
         return {
             "name": self.name, "state": self.state,
             "stack": self.record.plan.stack, "member": self.record.plan.member,
-            "health": summarize_health(self.services, list(
-                self.record.plan.agent_config.get("services", {})))
-            if self.state in ("running", "paused") else "-",
+            "health": self.status_health() if self.state in ("running", "paused") else "-",
             "ports": [str(p) for p in self.record.plan.ports],
             "uptime": round(time.time() - self.since, 1)
             if self.state in ("running", "paused") else None,
