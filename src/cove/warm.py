@@ -45,8 +45,10 @@ def shape(plan: Plan) -> dict[str, Any]:
     return data
 
 
-def template_key(plan: Plan, artifacts: dict[str, Any], delivered: dict[str, bytes]) -> str:
+def template_key(plan: Plan, artifacts: dict[str, Any], delivered: dict[str, bytes],
+                 hypervisor: str = "") -> str:
     """The key of the template a VM of this shape may be restored from. Config and secrets
-    count by content (a changed secret means a cold boot; the secret is not in the key)."""
+    count by content (a changed secret means a cold boot; the secret is not in the key);
+    `hypervisor` is the launcher's restore_shape() (its build and the CPU it presents)."""
     files = {name: hashlib.sha256(data).hexdigest() for name, data in delivered.items()}
-    return content_key(["template", 1, shape(plan), artifacts, files])
+    return content_key(["template", 1, shape(plan), artifacts, files, hypervisor])

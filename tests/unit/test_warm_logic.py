@@ -27,6 +27,8 @@ def test_the_key_follows_the_shape_not_the_instance(tmp_path: Path) -> None:
             dataclasses.replace(plan, init_env={**plan.init_env, "COVE_HOSTNAME": "other"})]
     for variant in same:
         assert template_key(variant, ARTIFACTS, {}) == key
+    assert template_key(plan, ARTIFACTS, {}, "qemu 7.2 qemu64") != \
+        template_key(plan, ARTIFACTS, {}, "qemu 7.2 qemu64,+arat")  # the hypervisor's shape
     changed = [dataclasses.replace(plan, memory_mib=512), dataclasses.replace(plan, vcpu=2),
                dataclasses.replace(plan, cmdline=(*plan.cmdline, "x")),
                dataclasses.replace(plan, agent_config={**plan.agent_config, "env": {"A": "1"}})]

@@ -51,9 +51,9 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
     chosen = Hypervisor(hypervisor) if hypervisor else None
     plan, artifacts = plan_for(spec, accel, hypervisor=chosen)
     vm_dir = VmDir.for_name(spec.name)
-    rendered = render(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
-                                      artifacts.root.path, artifacts.nix_store_image),
-                      vm_dir.sockets)
+    files = BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd, artifacts.root.path,
+                      artifacts.nix_store_image)
+    rendered = render(plan, files, vm_dir.sockets)
     if as_json:
         click.echo(json.dumps({**plan.to_json(), **rendered}, indent=2))
         return
@@ -69,7 +69,7 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
     click.echo(f"shares      {', '.join(f'{s.source}->{s.target}' for s in plan.shares) or '-'}")
     click.echo(f"volumes     {', '.join(f'{d.path}->{d.target}' for d in plan.drives) or '-'}")
     click.echo(f"network     {plan.network}; agent over {plan.agent_transport}")
-    click.echo(f"warm start  {warm_start_line(plan, artifacts)}")
+    click.echo(f"warm start  {warm_start_line(plan, artifacts, files, vm_dir)}")
     click.echo("argv")
     click.echo(format_argv(rendered["argv"]))
     for path, body in rendered.get("config", {}).items():
@@ -81,17 +81,19 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
         click.echo(f"  {method} {path} {json.dumps(body) if body is not None else ''}")
 
 
-def warm_start_line(plan: Plan, artifacts: Artifacts) -> str:
+def warm_start_line(plan: Plan, artifacts: Artifacts, files: BootFiles, vm_dir: VmDir) -> str:
     """Whether a start of this plan can restore a template, and why not."""
     from cove.runtime.snapshots import find_template
     from cove.runtime.state import artifacts_to_json
     from cove.runtime.storage import delivered_files
+    from cove.vmm.launch import launcher_for
     from cove.warm import snapshot_blockers, template_key
 
     blockers = snapshot_blockers(plan)
     if blockers:
         return "never: it always boots cold, because " + "; ".join(blockers)
-    key = template_key(plan, artifacts_to_json(artifacts), delivered_files(plan))
+    hypervisor = launcher_for(plan, files, vm_dir.sockets).restore_shape()
+    key = template_key(plan, artifacts_to_json(artifacts), delivered_files(plan), hypervisor)
     template = find_template(cove_home(), key)
     if template is None:
         return f"not yet: the first healthy start saves the template (key {key})"

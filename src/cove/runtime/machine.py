@@ -151,7 +151,8 @@ class Machine:
         if self.plan.network == "user" and not self.plan.idle_suspend_after:
             check_ports_free(self.plan.ports)  # (an idle-suspending VM's are the daemon's)
         delivered = await asyncio.to_thread(delivered_files, self.plan)
-        self.key = template_key(self.plan, artifacts_to_json(self.artifacts), delivered)
+        self.key = template_key(self.plan, artifacts_to_json(self.artifacts), delivered,
+                                self.launcher.restore_shape())
         self.warm = snapshot or (None if cold else self.usable_template())
         token = self.warm.token if self.warm else secrets.token_hex(16)
         # file work, mkfs and `ip` run in a thread: a daemon's event loop never blocks

@@ -23,7 +23,7 @@ from cove.spec.model import Hypervisor
 from cove.vmm import cloud_hypervisor, crosvm, firecracker, kvmtool
 from cove.vmm.choose import INSTALL_HINTS
 from cove.vmm.layout import BootFiles, RunPaths
-from cove.vmm.qemu import MICROVM, QEMU, Shape, qemu_argv
+from cove.vmm.qemu import MICROVM, QEMU, Shape, cpu_model, qemu_argv
 from cove.vmm.rest import RestClient
 from cove.vmm.vsock import Connector, af_vsock_connector, hybrid_connector, unix_connector
 
@@ -68,6 +68,16 @@ class Launcher:
                 f"\"{self.plan.hypervisor}\")",
                 INSTALL_HINTS.get(self.binary, f"put {self.binary} on PATH"))
         return path
+
+    def restore_shape(self) -> str:
+        """What the hypervisor adds to the VM's shape beyond the plan (its build, the CPU
+        it presents): part of the template key, so a QEMU upgrade or a new CPU model means
+        a cold boot, never a restore into a machine unlike the saved one."""
+        path = shutil.which(self.binary)
+        if path is None:
+            return f"{self.binary}: missing"
+        status = os.stat(path)
+        return f"{os.path.realpath(path)}:{status.st_size}:{status.st_mtime_ns}"
 
     def prepare(self) -> None:
         """Write what the hypervisor reads at start (config files)."""
@@ -146,6 +156,10 @@ class QemuLauncher(Launcher):
 
     def argv(self) -> list[str]:
         return qemu_argv(self.plan, self.files, self.paths, self.shape)
+
+    def restore_shape(self) -> str:
+        return (f"{super().restore_shape()} {self.shape.machine} {self.shape.bus} "
+                f"{cpu_model(self.plan.accel.accel)}")
 
     def agent_connector(self) -> Connector:
         return unix_connector(self.paths.agent)
