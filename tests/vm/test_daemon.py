@@ -24,7 +24,7 @@ from tests.vm.conftest import (
     write_spec,
 )
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.per_user]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ start_period = "30s"
 '''
 
 
+@pytest.mark.per_user
 def test_debian_guest_runs_its_service(home: Path, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "redis", SPEC)
     cove("up", str(spec), "-d")

@@ -36,6 +36,7 @@ def test_runtime_forward_added_and_removed(home: Path) -> None:
         cove("down", "fwd")
 
 
+@pytest.mark.per_user
 def test_tunnel_without_guest_network_and_auto_forward(home: Path, tmp_path: Path) -> None:
     static, later = free_port(), free_port()
     spec = write_spec(tmp_path / "nonet", f'''name = "nonet"

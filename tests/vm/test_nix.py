@@ -51,7 +51,8 @@ def store_names(tmp_path: Path) -> set[str]:
     return {p.name for p in (tmp_path / "root" / "nix" / "store").iterdir()}
 
 
-@pytest.mark.parametrize("store", ["image", "share"])
+@pytest.mark.parametrize("store", ["image",
+                                   pytest.param("share", marks=pytest.mark.per_user)])
 def test_flake_guest_sees_its_closure_and_cannot_write_the_hosts(cove_home: Path,
                                                                  tmp_path: Path,
                                                                  store: str) -> None:
@@ -70,6 +71,7 @@ def test_flake_guest_sees_its_closure_and_cannot_write_the_hosts(cove_home: Path
     assert not {"x", "y"} & names
 
 
+@pytest.mark.per_user
 def test_guest_nix_knows_its_closure(cove_home: Path, tmp_path: Path) -> None:
     spec = flake_spec(tmp_path, "image", 'packages = ["nix-bin"]\n')
     script = ("out=$(dirname $(dirname $(which hello))); "  # ready means Nix knows it
@@ -82,6 +84,7 @@ def test_guest_nix_knows_its_closure(cove_home: Path, tmp_path: Path) -> None:
     assert lines[1].endswith("-hello-cove")
 
 
+@pytest.mark.per_user
 def test_gc_roots_keep_what_a_running_vm_uses(cove_home: Path, tmp_path: Path) -> None:
     spec = flake_spec(tmp_path, "share", '[services.idle]\ncommand = "sleep 1000"\n')
     gc = ["nix-store", "--store", str(tmp_path / "root"), "--gc"]

@@ -31,6 +31,7 @@ def hello_copy(tmp_path: Path, port: int) -> Path:
     return write_spec(tmp_path / "hello", text)
 
 
+@pytest.mark.per_user
 def test_hello_answers_and_ctrl_c_leaves_nothing(cove_home: Path, tmp_path: Path) -> None:
     port = free_port()
     spec = hello_copy(tmp_path, port)
@@ -53,6 +54,7 @@ def test_hello_answers_and_ctrl_c_leaves_nothing(cove_home: Path, tmp_path: Path
     assert "Traceback" not in err
 
 
+@pytest.mark.per_user
 def test_command_exit_code_and_output_relayed(plain_spec: Path) -> None:
     result = subprocess.run(
         cove_argv("run", str(plain_spec), "--", "sh", "-c", "echo out; echo err >&2; exit 7"),
@@ -177,6 +179,7 @@ def test_gc_keeps_what_a_running_vm_boots_from(cove_home: Path, tmp_path: Path) 
     assert not list((home / "cache" / "root").glob(f"*/{ROOT_FILE}"))  # unused once it stopped
 
 
+@pytest.mark.per_user
 def test_a_noop_build_is_answered_from_its_stamp(cove_home: Path) -> None:
     """The real build recorded its stamp; `cove` (its entry point) answers from it with the
     same artifacts, and a changed spec builds for real again."""

@@ -94,6 +94,7 @@ def write_stack(directory: Path, port: int, extra: str = "", db_extra: str = "")
     return directory
 
 
+@pytest.mark.per_user
 def test_members_start_in_order_and_reach_each_other_by_name(runner: Runner,
                                                             tmp_path: Path) -> None:
     port = free_port()

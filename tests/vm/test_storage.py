@@ -25,6 +25,7 @@ def run_in(spec: Path, script: str, *flags: str, check: bool = True
     return result
 
 
+@pytest.mark.per_user
 def test_read_only_share_refuses_even_root_and_rw_share_writes_to_host(
         cove_home: Path, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec", SPEC.format(name="sharer"))
@@ -43,6 +44,7 @@ def test_read_only_share_refuses_even_root_and_rw_share_writes_to_host(
     assert (tmp_path / "rw" / "out").stat().st_uid == os.geteuid()
 
 
+@pytest.mark.per_user
 def test_host_store_is_never_shared_writable(cove_home: Path, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec", SPEC.format(name="store"))
     result = run_in(spec, "true", "--share", "/usr:/host-usr:rw", check=False)
@@ -51,6 +53,7 @@ def test_host_store_is_never_shared_writable(cove_home: Path, tmp_path: Path) ->
     assert "shares[0].readonly (from the command line)" in result.stderr
 
 
+@pytest.mark.per_user
 def test_config_and_secrets(cove_home: Path, tmp_path: Path) -> None:
     secret = "s3cret-" + os.urandom(6).hex()
     (tmp_path / "config").mkdir()
@@ -81,6 +84,7 @@ def test_config_and_secrets(cove_home: Path, tmp_path: Path) -> None:
     assert all(f.startswith(str(cove_home / "snapshots")) for f in found), found
 
 
+@pytest.mark.per_user
 def test_volume_survives_restart_and_kill(cove_home: Path, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "spec", SPEC.format(name="keeper") +
                       '[services.idle]\ncommand = "sleep 1000"\n')
@@ -152,6 +156,7 @@ def test_volume_ls_grow_rm(cove_home: Path, tmp_path: Path) -> None:
     assert not (cove_home / "volumes" / "growvol.ext4").exists()
 
 
+@pytest.mark.per_user
 def test_9p_share_with_a_kernel_that_has_it(cove_home: Path, tmp_path: Path) -> None:
     """Debian's cloud kernel has no 9p (cove says so); its generic kernel has."""
     (tmp_path / "share").mkdir()

@@ -207,6 +207,7 @@ def test_share_and_written_volume_force_a_cold_boot(home: Path, tmp_path: Path) 
     cove("down", "hello")
 
 
+@pytest.mark.per_user
 def test_snapshots_are_private_and_hold_the_secret_only_there(home: Path,
                                                               tmp_path: Path) -> None:
     secret = "s3cret-" + os.urandom(8).hex()
