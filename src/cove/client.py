@@ -1,27 +1,21 @@
 """Talking to the cove daemon: the CLI's and Python programs' way to run VMs.
 
-Plain http.client over the daemon's unix socket, so a `cove ls` costs milliseconds. The
-daemon is started on demand.
+Plain http.client over the daemon's unix socket; the daemon is started on demand.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from cove.daemon_start import start_daemon
 from cove.errors import CoveError, VMNotFound
 from cove.home import cove_home
-
-DAEMON_START_TIMEOUT = 20.0  # adopting running VMs comes first
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -95,21 +89,7 @@ class Client:
             yield json.loads(line)
 
     def start_daemon(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        log = (self.home / "coved.log").open("ab")
-        subprocess.Popen([sys.executable, "-m", "cove.runtime.daemon"], stdin=subprocess.DEVNULL,
-                         stdout=log, stderr=log, start_new_session=True,
-                         env={**os.environ, "COVE_HOME": str(self.home)})
-        log.close()
-        deadline = time.monotonic() + DAEMON_START_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                with socket.socket(socket.AF_UNIX) as probe:
-                    probe.connect(str(self.socket))
-                return
-            except (FileNotFoundError, ConnectionRefusedError):
-                time.sleep(0.05)
-        raise CoveError("the cove daemon did not start", f"see {self.home / 'coved.log'}")
+        start_daemon(self.home)
 
     # -- the API -------------------------------------------------------------------------
     def list_vms(self) -> list[dict[str, Any]]:

@@ -10,8 +10,6 @@ from typing import Any
 
 from cove.errors import die
 
-PRIVATE_UMASK = 0o077  # state is 0600 in 0700 directories
-
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     """Readers see the old file or the new one, never half of one (even after a crash)."""

@@ -11,7 +11,8 @@ import stat
 from pathlib import Path
 
 from cove.errors import die
-from cove.fsutil import PRIVATE_UMASK
+
+PRIVATE_UMASK = 0o077  # state is 0600 in 0700 directories
 
 
 def cove_home() -> Path:

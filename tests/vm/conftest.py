@@ -63,7 +63,7 @@ def plain_spec(cove_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def cove_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cove.cli.main", *args]
+    return [sys.executable, "-m", "cove.cli.entry", *args]  # what the `cove` command runs
 
 
 def run_until_up(spec: Path, *flags: str) -> subprocess.Popen[str]:

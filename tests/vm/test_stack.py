@@ -52,7 +52,7 @@ class Runner:
 
     def cove(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self.prefix(), "env", f"COVE_HOME={self.home}",
-                                 sys.executable, "-m", "cove.cli.main", *args],
+                                 sys.executable, "-m", "cove.cli.entry", *args],
                                 capture_output=True, text=True, timeout=300, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"cove {' '.join(args)}:\n{result.stderr}")

@@ -213,14 +213,11 @@ def vm_of(client: Any, name: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 def ls_command(as_json: bool) -> None:
     """List VMs: NAME STATE HEALTH PORTS UPTIME CPU MEM."""
-    from cove.cli.vms import print_ls
+    from cove.cli.table import ls_table
     from cove.client import Client
 
     vms = Client().list_vms()
-    if as_json:
-        click.echo(json.dumps(vms, indent=2))
-    else:
-        print_ls(vms)
+    click.echo(json.dumps(vms, indent=2) if as_json else ls_table(vms))
 
 
 @cli.command()
@@ -506,11 +503,11 @@ def volume_ls(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{**asdict(v), "path": str(v.path)} for v in volumes], indent=2))
         return
-    from tabulate import tabulate
+    from cove.cli.table import plain_table
 
     rows = [[v.name, f"{v.size_mib}MiB", f"{v.allocated_mib:.1f}MiB", "yes" if v.in_use else "no"]
             for v in volumes]
-    click.echo(tabulate(rows, headers=["NAME", "SIZE", "ALLOCATED", "IN-USE"], tablefmt="plain"))
+    click.echo(plain_table(["NAME", "SIZE", "ALLOCATED", "IN-USE"], rows))
 
 
 @volume.command(name="rm")

@@ -137,12 +137,3 @@ def follow_stack_logs(client: Client, stack: str, count: int | None, follow: boo
             click.echo(f"{item[0]} | {format_log(item[1], timestamps)}")
     except KeyboardInterrupt:
         pass
-
-
-def grouped(vms: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """VMs of no stack first, then each stack's VMs together in start order."""
-    from cove.stacks import stack_members
-
-    alone = [vm for vm in vms if not vm.get("stack")]
-    stacks = sorted({vm["stack"] for vm in vms if vm.get("stack")})
-    return alone + [vm for stack in stacks for vm in stack_members(vms, stack)]

@@ -118,9 +118,7 @@ def snapshot_ls(as_json: bool) -> None:
     """List snapshots: ID KIND VM SIZE AGE USED-BY."""
     import time
 
-    from tabulate import tabulate
-
-    from cove.cli.vms import human_duration
+    from cove.cli.table import human_duration, plain_table
     from cove.client import Client
 
     found = Client().snapshots()
@@ -129,8 +127,7 @@ def snapshot_ls(as_json: bool) -> None:
         return
     rows = [[s["id"], s["kind"], s["vm"], f"{s['size'] / 2**20:.0f}MiB",
              human_duration(time.time() - s["created"]), s["used_by"] or "-"] for s in found]
-    click.echo(tabulate(rows, headers=["ID", "KIND", "VM", "SIZE", "AGE", "USED-BY"],
-                        tablefmt="plain"))
+    click.echo(plain_table(["ID", "KIND", "VM", "SIZE", "AGE", "USED-BY"], rows))
 
 
 @snapshot.command(name="rm")

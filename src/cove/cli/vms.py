@@ -17,45 +17,6 @@ if TYPE_CHECKING:
     from cove.prepare import Overrides
 
 
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600}h"
-
-
-def human_bytes(count: int | None) -> str:
-    return "-" if count is None else f"{count / 2**20:.0f}MiB"
-
-
-def ls_rows(vms: list[dict[str, Any]]) -> list[list[str]]:
-    return [[vm["name"], vm["state"], vm["health"], ", ".join(vm["ports"]) or "-",
-             human_duration(vm["uptime"]),
-             "-" if vm["cpu_percent"] is None else f"{vm['cpu_percent']:.1f}%",
-             human_bytes(vm["rss_bytes"])] for vm in vms]
-
-
-def print_ls(vms: list[dict[str, Any]]) -> None:
-    """The table; with a STACK column, the stacks' VMs together, when any VM has one."""
-    from tabulate import tabulate
-
-    headers = ["NAME", "STATE", "HEALTH", "PORTS", "UPTIME", "CPU", "MEM"]
-    if not any(vm.get("stack") for vm in vms):
-        click.echo(tabulate(ls_rows(vms), headers=headers, tablefmt="plain"))
-        return
-    from cove.cli.stacks import grouped
-
-    vms = grouped(vms)
-    rows = [[vm.get("stack") or "-", *row] for vm, row in zip(vms, ls_rows(vms), strict=True)]
-    click.echo(tabulate(rows, headers=["STACK", *headers], tablefmt="plain"))
-
-
 def format_log(entry: dict[str, Any], timestamps: bool) -> str:
     prefix = ""
     if timestamps and entry.get("ts"):

@@ -1,14 +1,10 @@
-"""Shared-library closure of ELF files, read with pyelftools."""
+"""Shared-library closure of ELF files, read with pyelftools (imported on first use: the
+daemon loads this module with the build code, and a reattach should not pay for it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-from elftools.elf.segments import InterpSegment
 
 LIBRARY_DIRS = (
     "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib", "/lib",
@@ -18,6 +14,11 @@ LIBRARY_DIRS = (
 
 def elf_needs(path: Path) -> tuple[list[str], str | None]:
     """(DT_NEEDED names, program interpreter) of an ELF file; ([], None) if not ELF."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import InterpSegment
+
     try:
         with path.open("rb") as handle:
             if handle.read(4) != b"\x7fELF":

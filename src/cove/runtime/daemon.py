@@ -285,7 +285,10 @@ async def serve(home: Path) -> None:
     app.add_routes(routes)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
+    started = time.monotonic()
     await daemon.adopt_all()
+    if daemon.vms:
+        log.info("took over %d VM(s) in %.2f s", len(daemon.vms), time.monotonic() - started)
     path = home / SOCKET_NAME
     path.unlink(missing_ok=True)
     old_umask = os.umask(0o177)  # the socket is born 0600: no window where others connect

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -30,6 +31,12 @@ from cove.vmm.vsock import Connector, af_vsock_connector, hybrid_connector, unix
 CONTROL_TIMEOUT = 3.0
 SAVE_TIMEOUT = 60.0
 MIGRATE_BANDWIDTH = 16 * 2**30  # bytes/s: no cap worth the name
+
+# qemu.qmp logs each failed attempt at ERROR before raising it: a warm start's connect
+# retries (the socket appears a moment after QEMU starts) filled coved.log with them, and
+# reached a `cove run` terminal through logging's last-resort handler. What cove does not
+# retry it reports from the exception.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
 ApiCall = tuple[str, str, Any]
