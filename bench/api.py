@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import bench_home, print_table, write_json
+from bench.common import bench_home, print_table, stop_home, write_json
 
 SPEC = 'name = "bench"\npackages = ["python3", "curl"]\nmemory = "256M"\n'
 # What no exec can beat: the guest itself starting and reaping `true` (posix_spawn, as the
@@ -82,7 +82,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cove-bench-api-") as tmp:
         env, spec = bench_home(Path(tmp), SPEC)
-        results = measure(args.n, env, spec)
+        try:
+            results = measure(args.n, env, spec)
+        finally:
+            stop_home(Path(tmp) / "home")
     ratio = results["api_exec_p50_ms"] / results["ping_p50_ms"]
     results["api_exec_over_ping"] = round(ratio, 2)
     floor = results["guest_spawn_ms"] / results["ping_p50_ms"]

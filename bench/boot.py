@@ -19,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import free_port, median, print_table, write_json
+from bench.common import free_port, median, print_table, stop_home, write_json
 from cove.image.build import Artifacts, build_artifacts
 from cove.image.cache import Cache
 from cove.image.cpio import CpioWriter
@@ -195,14 +195,15 @@ def run(tmp: Path, n: int, skip_cold: bool) -> None:
     (tmp / "up-home").mkdir(mode=0o700)
     (tmp / "up-home" / "cache").symlink_to(Path(env.get("COVE_HOME", "/var/lib/cove")) / "cache")
     bare, cli, ping, service, healthy = [], [], [], [], []
-    for _ in range(n):  # interleaved, so drift in the machine's load hits all alike
-        bare.append(time_bare(artifacts, plan, tmp))
-        cli.append(time_cli_true(env))
-        ping.append(asyncio.run(time_ping(plan, artifacts)))
-        service.append(time_bare_service(artifacts, served, tmp, port))
-        healthy.append(time_up_healthy(up_env, port))
-    subprocess.run([sys.executable, "-m", "cove.cli.main", "down", "--all"], env=up_env,
-                   capture_output=True, check=False)
+    try:
+        for _ in range(n):  # interleaved, so drift in the machine's load hits all alike
+            bare.append(time_bare(artifacts, plan, tmp))
+            cli.append(time_cli_true(env))
+            ping.append(asyncio.run(time_ping(plan, artifacts)))
+            service.append(time_bare_service(artifacts, served, tmp, port))
+            healthy.append(time_up_healthy(up_env, port))
+    finally:
+        stop_home(tmp / "up-home")
     report(n, (bare, cli, ping, service, healthy), noop, cold, artifacts.root.size)
 
 

@@ -1,11 +1,13 @@
-"""Shared helpers for the benchmarks: timing, tables, JSON results."""
+"""Shared helpers for the benchmarks: throw-away homes, timing, tables, JSON results."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,30 @@ def bench_home(tmp: Path, spec_text: str, spec_name: str = "spec"
     spec.mkdir()
     (spec / "cove.toml").write_text(spec_text)
     return {**os.environ, "COVE_HOME": str(home)}, spec
+
+
+def daemon_pid(home: Path) -> int | None:
+    """The daemon serving `home` (found by its command line and COVE_HOME)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cove.runtime.daemon" in cmdline and f"COVE_HOME={home}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+def stop_home(home: Path) -> None:
+    """A bench's home is left with nothing running: its VMs down, then its daemon stopped."""
+    subprocess.run([sys.executable, "-m", "cove.cli.main", "down", "--all"], check=False,
+                   capture_output=True, env={**os.environ, "COVE_HOME": str(home)})
+    pid = daemon_pid(home)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
 
 
 def median(values: list[float]) -> float:

@@ -16,8 +16,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import bench_home, free_port, median, print_table, write_json
-from bench.lifecycle import daemon_pid
+from bench.common import (
+    bench_home,
+    free_port,
+    median,
+    print_table,
+    stop_home,
+    write_json,
+)
 
 BIG_MIB = 32
 SPEC = f'''name = "iobench"
@@ -142,9 +148,7 @@ def main() -> None:
     try:
         results = run(tmp)
     finally:
-        pid = daemon_pid(tmp / "home")
-        if pid is not None:
-            os.kill(pid, 15)
+        stop_home(tmp / "home")
         shutil.rmtree(tmp, ignore_errors=True)
     report(results)
     print(json.dumps(results) if "--json" in sys.argv else "", end="")

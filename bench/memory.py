@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import bench_home, print_table, write_json
+from bench.common import bench_home, print_table, stop_home, write_json
 
 SPEC = 'name = "mem"\npackages = ["python3", "curl"]\nmemory = "768M"\nballoon = {balloon}\n'
 ALLOCATE = "x = bytearray(400 * 2**20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
@@ -54,7 +54,7 @@ def measure(balloon: bool, tmp: Path) -> dict[str, float]:
                 "after_10s_mib": round(samples[-1], 1),
                 "back_within_64_s": round(back_after, 1) if back_after is not None else -1.0}
     finally:
-        cove(env, "down", "--all")
+        stop_home(tmp / "home")
 
 
 def main() -> None:

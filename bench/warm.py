@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,8 +17,14 @@ import time
 from pathlib import Path
 
 from bench.boot import answers, time_bare
-from bench.common import bench_home, free_port, median, print_table, write_json
-from bench.lifecycle import daemon_pid
+from bench.common import (
+    bench_home,
+    free_port,
+    median,
+    print_table,
+    stop_home,
+    write_json,
+)
 from cove.client import Client
 from cove.image.build import build_artifacts
 from cove.plan import HostFacts, Plan, make_plan
@@ -169,11 +174,7 @@ def main() -> None:
                 rounds.append(one_round(env, spec))
             clones = clones_round(env, spec)
         finally:
-            subprocess.run([sys.executable, "-m", "cove.cli.main", "down", "--all"], env=env,
-                           capture_output=True, check=False)
-            pid = daemon_pid(Path(tmp) / "home")
-            if pid is not None:
-                os.kill(pid, 15)
+            stop_home(Path(tmp) / "home")
         report(args.n, bare, rounds, clones)
 
 

@@ -15,33 +15,22 @@ from pathlib import Path
 import pytest
 
 from cove.cli.table import human_duration, ls_table, plain_table
+from tests.vm.conftest import daemon_pid
 
 PROBE = ("import sys\nfrom cove.cli.entry import quick_ls\n"
          "answered = quick_ls(sys.argv[1:])\n"
          "print(answered, 'click' in sys.modules, 'http.client' in sys.modules, file=sys.stderr)\n")
 
 
-def daemon_of(home: Path) -> int | None:
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"cove.runtime.daemon" in cmdline and f"COVE_HOME={home}".encode() in environ:
-            return int(entry.name)
-    return None
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "home"
     yield home
-    pid = daemon_of(home)
+    pid = daemon_pid(home)
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while daemon_of(home) == pid and time.monotonic() < deadline:
+        while daemon_pid(home) == pid and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
@@ -54,7 +43,7 @@ def test_ls_starts_the_daemon_and_answers_without_click(home: Path) -> None:
     first = quick(home, "ls", "--json")  # no daemon yet: the quick path starts it
     assert json.loads(first.stdout) == []
     assert first.stderr.split() == ["True", "False", "False"]
-    assert daemon_of(home) is not None
+    assert daemon_pid(home) is not None
     assert (home / "coved.log").stat().st_mode & 0o777 == 0o600  # as every command: umask 077
     table = quick(home, "ls")
     assert table.stdout.split() == ["NAME", "STATE", "HEALTH", "PORTS", "UPTIME", "CPU", "MEM"]

@@ -63,9 +63,13 @@ def choices(enum_type: type[enum.StrEnum]) -> tuple[str, ...]:
 
 
 HEALTH_SETTINGS = (
-    Setting("command", Kind.STR, "Check run with /bin/sh -c in the guest; exit 0 means healthy.",
+    Setting("command", Kind.STR, "Check run with /bin/sh -c in the guest; exit 0 means healthy. "
+            "A lone curl or wget of a local URL fails without being run while nothing listens "
+            "on its port (it could not pass).",
             required=True, example="curl -sf http://localhost:8080/"),
-    Setting("interval", Kind.DURATION, "Time between checks.", default=5.0),
+    Setting("interval", Kind.DURATION, "Time between checks. Until the first success they "
+            "come sooner: 0.5 s after start, then 1, 2, 4 s apart (never more than this), and "
+            "at once when a new TCP port starts listening.", default=5.0),
     Setting("timeout", Kind.DURATION, "A check running longer than this fails.", default=2.0),
     Setting("retries", Kind.INT, "Consecutive failures before the service is unhealthy.",
             default=3, minimum=1, maximum=100),
