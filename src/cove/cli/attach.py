@@ -13,10 +13,9 @@ import tty
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
-
 from cove.client import Client
 from cove.errors import die
+from cove.local_http import aiohttp
 from cove.tasks import background
 
 DETACH_KEY = b"\x1d"  # Ctrl-]

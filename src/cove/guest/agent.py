@@ -101,9 +101,12 @@ class Agent:
             self.greet_pending = True
             return
         self.greet_pending = False
+        # the services' status rides along: a daemon adopting many VMs after a restart
+        # needs no second round trip per VM (each one wakes a guest under TCG)
         self.link.send({"t": "hello", "v": proto.VERSION,
                         "caps": ["exec", "logs", "status", "binary"],
-                        "uptime": self.uptime()})
+                        "uptime": self.uptime(),
+                        "services": {name: s.status() for name, s in self.services.items()}})
 
     def event(self, body: dict[str, object]) -> None:
         say(" ".join(f"{k}={v}" for k, v in body.items()))

@@ -8,11 +8,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
-
 from cove import __version__
 from cove.errors import CoveError
 from cove.guest import proto
+from cove.local_http import WSMsgType, web
 from cove.runtime import lifecycle
 from cove.runtime.agent_client import AgentClient
 from cove.runtime.journal import Journal, last, read_entries

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from cove import __version__
 from cove.errors import CoveError, VMNotFound
 from cove.fsutil import write_json
 from cove.home import prepare_home
+from cove.local_http import web
 from cove.runtime.api import routes
 from cove.runtime.autostart import start_enabled
 from cove.runtime.journal import Journal
@@ -248,7 +247,7 @@ class Daemon:
                 # a VM the last daemon was still booting gets a boot's time to answer
                 await supervisor.adopt(BOOT_TIMEOUT if supervisor.record.phase == "booting"
                                        else ADOPT_TIMEOUT)
-                await supervisor.refresh_services()
+                await supervisor.learn_services()
             except Exception as error:
                 log.error("%s: cannot adopt: %s", supervisor.name, error)
                 supervisor.error = str(error)

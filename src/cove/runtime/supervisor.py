@@ -124,6 +124,17 @@ class VmSupervisor:
         fields = {k: v for k, v in frame.items() if k not in ("t", "kind", "ts")}
         self.emit(kind, **fields)
 
+    async def learn_services(self) -> None:
+        """Services' status right after connecting: from the agent's hello where it says
+        (a daemon adopting many VMs saves a round trip that wakes each guest), else asked."""
+        agent = self.machine.agent if self.machine is not None else None
+        said = agent.hello.result().get("services") if agent is not None and \
+            agent.hello.done() and agent.hello.exception() is None else None
+        if isinstance(said, dict):
+            self.services = said
+        else:
+            await self.refresh_services()
+
     async def refresh_services(self) -> None:
         if self.machine is not None and self.machine.agent is not None:
             with contextlib.suppress(CoveError, TimeoutError):

@@ -7,9 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from cove.errors import CoveError
+from cove.local_http import aiohttp
 
 
 class ApiError(CoveError):
