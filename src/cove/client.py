@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from cove.daemon_start import start_daemon
+from cove.daemon_start import SOCKET_NAME, start_daemon
 from cove.errors import CoveError, VMNotFound
 from cove.home import cove_home
 
@@ -37,7 +37,7 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class Client:
     def __init__(self, home: Path | None = None, autostart: bool = True) -> None:
         self.home = home or cove_home()
-        self.socket = self.home / "coved.sock"
+        self.socket = self.home / SOCKET_NAME
         self.autostart = autostart
 
     # -- plumbing ------------------------------------------------------------------------

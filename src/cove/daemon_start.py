@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 
@@ -16,11 +15,14 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 DAEMON_START_TIMEOUT = 20.0  # adopting running VMs comes first
+SOCKET_NAME = "coved.sock"  # in the home; the daemon serves its API there
 
 
 def start_daemon(home: Path) -> None:
     """Spawn `coved` for `home` (a second one exits at once: the home's lock) and wait until
     its socket answers."""
+    import subprocess  # (here: `cove ls` reads SOCKET_NAME on every call, and seldom starts)
+
     home.mkdir(parents=True, exist_ok=True)
     with (home / "coved.log").open("ab") as log:
         subprocess.Popen([sys.executable, "-m", "cove.runtime.daemon"], stdin=subprocess.DEVNULL,
@@ -30,7 +32,7 @@ def start_daemon(home: Path) -> None:
     while time.monotonic() < deadline:
         try:
             with socket.socket(socket.AF_UNIX) as probe:
-                probe.connect(str(home / "coved.sock"))
+                probe.connect(str(home / SOCKET_NAME))
             return
         except (FileNotFoundError, ConnectionRefusedError):
             time.sleep(0.02)

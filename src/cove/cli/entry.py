@@ -21,6 +21,7 @@ def daemon_get(path: str) -> Any:
     import json
     import socket
 
+    from cove.daemon_start import SOCKET_NAME, start_daemon
     from cove.home import prepare_home
 
     try:
@@ -31,7 +32,7 @@ def daemon_get(path: str) -> Any:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
                 connection.settimeout(30)
-                connection.connect(str(home / "coved.sock"))
+                connection.connect(str(home / SOCKET_NAME))
                 connection.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
                 answer = b"".join(iter(lambda: connection.recv(1 << 16), b""))
             head, _, body = answer.partition(b"\r\n\r\n")
@@ -39,12 +40,10 @@ def daemon_get(path: str) -> Any:
         except (FileNotFoundError, ConnectionRefusedError):
             if attempt:
                 return None
-            from cove.daemon_start import start_daemon
-
-            try:
-                start_daemon(home)
-            except Exception:
-                return None
+        except Exception:
+            return None
+        try:
+            start_daemon(home)  # no daemon yet: start it, as every command does, and ask again
         except Exception:
             return None
     return None

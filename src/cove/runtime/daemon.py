@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cove import __version__
+from cove.daemon_start import SOCKET_NAME
 from cove.errors import CoveError, VMNotFound
 from cove.fsutil import write_json
 from cove.home import prepare_home
@@ -45,7 +46,6 @@ from cove.spec.model import Restart
 from cove.tasks import background
 
 log = logging.getLogger("coved")
-SOCKET_NAME = "coved.sock"
 ADOPT_TIMEOUT = 5.0
 
 

@@ -128,8 +128,7 @@ class VmSupervisor:
         """Services' status right after connecting: from the agent's hello where it says
         (a daemon adopting many VMs saves a round trip that wakes each guest), else asked."""
         agent = self.machine.agent if self.machine is not None else None
-        said = agent.hello.result().get("services") if agent is not None and \
-            agent.hello.done() and agent.hello.exception() is None else None
+        said = agent.hello.result().get("services") if agent and agent.hello.done() else None
         if isinstance(said, dict):
             self.services = said
         else:
