@@ -97,3 +97,32 @@ def test_up_accepts_a_vm_that_fell_asleep_as_idle_asks(monkeypatch: pytest.Monke
     with pytest.raises(CoveError, match="dozer is exited"):
         prepare.wait_healthy(StatesInTurn(("running", "starting"), ("exited", "-")),  # type: ignore[arg-type]
                              "dozer", 5)
+
+
+def test_clone_memory_stands_in_for_the_machines_own_ram(tmp_path: Path) -> None:
+    """A clone's RAM is the image's fd, under the id of the RAM it replaces: its streams
+    then load into VMs with default RAM, and theirs into it."""
+    from cove.vmm.layout import MemoryFile
+    from cove.vmm.qemu import SHAPES, qemu_argv
+    from tests.unit.test_backends import FILES, PATHS
+
+    plan = plan_for(tmp_path, "storage", Hypervisor.QEMU)
+    argv = qemu_argv(plan, FILES, PATHS, memory=MemoryFile(7, shared=False))
+    backend = argv[argv.index("-object") + 1]
+    assert backend == (f"memory-backend-file,id=microvm.ram,size={plan.memory_mib}M,"
+                       "mem-path=/dev/fd/7,share=off")
+    assert argv[argv.index("-machine") + 1] == "microvm,memory-backend=microvm.ram"
+    pci = qemu_argv(plan, FILES, PATHS, SHAPES["pci"], MemoryFile(9, shared=True))
+    assert "id=pc.ram," in pci[pci.index("-object") + 1]
+    assert pci[pci.index("-object") + 1].endswith("share=on")
+    assert "memory-backend-file" not in " ".join(qemu_argv(plan, FILES, PATHS))
+
+
+def test_arp_announcement_says_the_address_is_at_the_new_mac() -> None:
+    from cove.guest.identity import arp_announcement
+
+    mac, address = bytes.fromhex("02491700aabb"), bytes([10, 0, 2, 15])
+    frame = arp_announcement(mac, address)
+    assert len(frame) == 42 and frame[:6] == b"\xff" * 6 and frame[6:12] == mac
+    assert frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x01"  # ARP, a request
+    assert frame[22:28] == mac and frame[28:32] == address == frame[38:42]  # gratuitous

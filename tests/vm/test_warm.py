@@ -140,8 +140,38 @@ def test_clones_answer_each_with_its_own_identity(home: Path, tmp_path: Path) ->
             assert len({ident[column] for ident in identities}) == 5, identities
         assert [ident[0] for ident in identities] == [f"origin-{i}" for i in range(1, 6)]
         assert ls(home)["origin"]["state"] == "running"  # the source runs on
+        assert all(started(f"origin-{i}")["shared_memory"] for i in range(1, 6))
+        check_shared_memory_is_sealed(int(ls(home)["origin-1"]["pid"]))
+        # a clone's writes are its own: its siblings read the image as it was saved
+        cove("exec", "origin-1", "--", "sh", "-c", "echo mine > /tmp/www/index.html")
+        assert fetch(port) == "mine\n" and fetch(port + 1) == SERVED
     finally:
         cove("down", "--all")
+
+
+def check_shared_memory_is_sealed(pid: int) -> None:
+    """The image every clone maps: no process (its hypervisor included, whatever the guest
+    asks of it) can write it, punch holes into it, or resize it."""
+    import ctypes
+    import fcntl
+
+    links = [fd for fd in Path(f"/proc/{pid}/fd").iterdir()
+             if "memfd:cove-" in str(fd.readlink())]
+    assert links, f"QEMU {pid} maps no clone memory image"
+    image = os.open(links[0], os.O_RDWR)
+    try:
+        seals = fcntl.fcntl(image, fcntl.F_GET_SEALS)
+        assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SEAL, seals
+        with pytest.raises(PermissionError):
+            os.pwrite(image, b"x", 0)
+        with pytest.raises(PermissionError):
+            os.ftruncate(image, 4096)
+        libc = ctypes.CDLL(None, use_errno=True)
+        punch = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+        assert libc.fallocate(image, punch, ctypes.c_long(0), ctypes.c_long(4096)) == -1
+        assert ctypes.get_errno() == 1  # EPERM
+    finally:
+        os.close(image)
 
 
 def test_saved_snapshot_starts_vms_after_its_source_is_gone(home: Path, tmp_path: Path

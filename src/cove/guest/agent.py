@@ -266,6 +266,13 @@ class Agent:
         except OSError:
             pass
 
+    def op_saving(self, _frame: dict[str, object]) -> dict[str, object]:
+        """The host saves this VM's state next: what a restore runs is loaded now, into the
+        saved memory, so no restored instance pays for the import (cold under TCG)."""
+        from . import identity  # noqa: F401
+
+        return {}
+
     def op_resumed(self, frame: dict[str, object]) -> dict[str, object] | None:
         """Restored from a snapshot: become this instance (clock, entropy, names, MAC) and
         take this boot's token; services and health checks simply go on. The answer comes

@@ -15,6 +15,10 @@ import time
 
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07): reseed the CRNG now, from the pool
+SIOCGIFADDR = 0x8915
+SIOCSIFHWADDR = 0x8924
+ARPHRD_ETHER = 1
+ETH_P_ARP = 0x0806
 
 
 def set_clock(epoch: float) -> None:
@@ -64,9 +68,79 @@ def mac_argvs(mac: str, gateway: str) -> list[list[str]]:
             ["/bin/busybox", "ping", "-c", "1", "-W", "1", gateway]]
 
 
+def set_mac_live(ifname: str, mac: bytes) -> bool:
+    """A new MAC on a link that stays up (virtio-net takes it through its control queue),
+    so routes and connections stay and no command runs; False where the driver refuses."""
+    import _socket
+
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        fcntl.ioctl(sock.fileno(), SIOCSIFHWADDR,
+                    struct.pack("16sH14s8x", ifname.encode(), ARPHRD_ETHER, mac))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def ipv4_address(ifname: str) -> bytes | None:
+    import _socket
+
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("16s24x", ifname.encode()))
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    return reply[20:24]
+
+
+def arp_announcement(mac: bytes, address: bytes) -> bytes:
+    """A gratuitous ARP request: "address is at mac", to everyone on the link."""
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + address + bytes(6) + address
+    return b"\xff" * 6 + mac + struct.pack("!H", ETH_P_ARP) + arp
+
+
+def announce(ifname: str, mac: bytes) -> bool:
+    """Tell the link (QEMU's user networking learns the guest's MAC only from its ARP) that
+    this address is at the new MAC: without it, forwarded connections go to the old one."""
+    import _socket
+
+    address = ipv4_address(ifname)
+    if address is None:
+        return False
+    sock = _socket.socket(_socket.AF_PACKET, _socket.SOCK_RAW, _socket.htons(ETH_P_ARP))
+    try:
+        sock.bind((ifname, ETH_P_ARP))
+        sock.send(arp_announcement(mac, address))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def new_mac(mac: str, gateway: str) -> list[list[str]]:
+    """eth0 takes `mac`; returns the commands still to run where it could not be done
+    in-process (they take the link down and up: seconds under TCG)."""
+    raw = binascii.unhexlify(mac.replace(":", ""))
+    try:
+        with open("/sys/class/net/eth0/address") as handle:
+            same = handle.read().strip() == mac.lower()
+    except OSError:
+        same = False
+    if (same or set_mac_live("eth0", raw)) and (not gateway or announce("eth0", raw)):
+        return []
+    if same:  # the same VM again: no link flap, only the packet that teaches the new QEMU
+        return [["/bin/busybox", "ping", "-c", "1", "-W", "1", gateway]]
+    return mac_argvs(mac, gateway)
+
+
 def apply(frame: dict[str, object]) -> list[list[str]]:
-    """Clock, entropy and hostname now; returns the commands for the MAC (run by the
-    agent's reactor, so it never blocks)."""
+    """Clock, entropy, hostname and MAC now; returns the commands still needed for the MAC
+    where the driver refused it in-process (run by the agent's reactor: it never blocks)."""
     if isinstance(frame.get("time"), int | float):
         set_clock(float(frame["time"]))  # type: ignore[arg-type]
     if frame.get("entropy"):
@@ -75,12 +149,4 @@ def apply(frame: dict[str, object]) -> list[list[str]]:
         set_hostname(str(frame["hostname"]))
     if not frame.get("mac") or not os.path.exists("/sys/class/net/eth0"):
         return []
-    gateway = str(frame.get("gateway") or "")
-    try:
-        with open("/sys/class/net/eth0/address") as handle:
-            same = handle.read().strip() == str(frame["mac"]).lower()
-    except OSError:
-        same = False
-    if same:  # the same VM again: no link flap, only the packet that teaches the new QEMU
-        return [["/bin/busybox", "ping", "-c", "1", "-W", "1", gateway]] if gateway else []
-    return mac_argvs(str(frame["mac"]), gateway)
+    return new_mac(str(frame["mac"]), str(frame.get("gateway") or ""))

@@ -30,6 +30,7 @@ from cove.runtime.autostart import start_enabled
 from cove.runtime.journal import Journal
 from cove.runtime.lifecycle import clone_names, clone_records, save_for_clones
 from cove.runtime.machine import BOOT_TIMEOUT
+from cove.runtime.memory_image import MemoryImage, can_share_memory, shared_memory
 from cove.runtime.segment import Segments
 from cove.runtime.snapshots import (
     KEPT,
@@ -115,7 +116,8 @@ class Daemon:
         return self.vms[name]
 
     async def create(self, record: VmRecord, cold: bool = False,
-                     snapshot: Snapshot | None = None) -> VmSupervisor:
+                     snapshot: Snapshot | None = None, image: MemoryImage | None = None
+                     ) -> VmSupervisor:
         """Boot a new VM; a name is unique per home (checked before any await). The record
         is on disk before the hypervisor starts, so a daemon killed mid-boot leaves no
         untracked VM: the next daemon adopts it or applies its restart policy."""
@@ -127,7 +129,7 @@ class Daemon:
         try:
             self.join_segment(supervisor)
             await asyncio.to_thread(record.save, supervisor.dir.record)
-            await supervisor.boot(cold=cold, snapshot=snapshot)
+            await supervisor.boot(cold=cold, snapshot=snapshot, image=image)
         except BaseException:
             del self.vms[record.name]
             self.leave_segment(supervisor)
@@ -199,8 +201,18 @@ class Daemon:
     async def start_clones(self, source: VmRecord, snapshot: Snapshot, count: int,
                            prefix: str, ports: tuple[str, ...]) -> list[VmSupervisor]:
         records = clone_records(source, snapshot, count, prefix, ports)
-        results = await asyncio.gather(*(self.create(r, snapshot=snapshot) for r in records),
-                                       return_exceptions=True)
+        if len(records) < 2 or not can_share_memory(records[0]):
+            return await self.create_clones(records, snapshot, None)
+        async with shared_memory(records[0], snapshot) as (image, why_not):
+            if image is None:  # each clone gets memory of its own: slower, and more of it
+                self.events.append({"ts": time.time(), "vm": source.name,
+                                    "kind": "clones-share-no-memory", "why": why_not})
+            return await self.create_clones(records, snapshot, image)
+
+    async def create_clones(self, records: list[VmRecord], snapshot: Snapshot,
+                            image: MemoryImage | None) -> list[VmSupervisor]:
+        results = await asyncio.gather(*(self.create(r, snapshot=snapshot, image=image)
+                                         for r in records), return_exceptions=True)
         failed = [f"{r.name}: {e}" for r, e in zip(records, results, strict=True)
                   if isinstance(e, BaseException)]
         if failed:

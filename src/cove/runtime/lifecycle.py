@@ -41,6 +41,7 @@ async def pause(supervisor: VmSupervisor) -> None:
     if supervisor.state == "paused":
         return
     await machine.launcher.pause()
+    machine.paused = True
     supervisor.state = "paused"
     supervisor.emit("paused")
 
@@ -50,6 +51,7 @@ async def resume(supervisor: VmSupervisor) -> None:
     if supervisor.state == "paused":
         assert supervisor.machine is not None
         await supervisor.machine.launcher.unpause()
+        supervisor.machine.paused = False
         supervisor.state = "running"
         supervisor.emit("resumed")
         return

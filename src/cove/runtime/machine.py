@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError
 from cove.fsutil import write_atomic, write_json
@@ -41,6 +41,9 @@ from cove.runtime.vmstate import become_new_instance, save_snapshot
 from cove.vmm.launch import launcher_for
 from cove.vmm.layout import BootFiles
 from cove.warm import snapshot_blockers, template_key
+
+if TYPE_CHECKING:
+    from cove.runtime.memory_image import MemoryImage
 
 BOOT_TIMEOUT = 120.0  # TCG boots take ~3 s; this only catches guests that hang
 AGENT_STOP_TIMEOUT = 20.0
@@ -95,6 +98,8 @@ class Machine:
         self.key = ""  # the template key of this VM's shape (see cove/warm.py)
         self.warm: Snapshot | None = None  # what this start restored, if it did
         self.why_cold = ""
+        self.paused = False  # vCPUs stopped by `cove pause`: the agent cannot answer
+        self.shared_memory = False  # restored over a memory image its sibling clones share
         self.launcher = launcher_for(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
                                                      artifacts.root.path,
                                                      artifacts.nix_store_image), vm_dir.sockets)
@@ -144,9 +149,11 @@ class Machine:
         self.ready_at = time.monotonic()
         await self.forward_static_ports()
 
-    async def start(self, cold: bool = False, snapshot: Snapshot | None = None) -> None:
-        """Boot, or restore `snapshot` (suspend, clone), or, unless `cold`, restore this
-        shape's template when there is a usable one. `self.warm` says which happened."""
+    async def start(self, cold: bool = False, snapshot: Snapshot | None = None,
+                    image: MemoryImage | None = None) -> None:
+        """Boot, or restore `snapshot` (suspend, clone: over the sibling clones' shared
+        memory `image` when there is one), or, unless `cold`, restore this shape's template
+        when there is a usable one. `self.warm` says which happened."""
         binary = self.launcher.require_binary()
         if self.plan.network == "user" and not self.plan.idle_suspend_after:
             check_ports_free(self.plan.ports)  # (an idle-suspending VM's are the daemon's)
@@ -159,10 +166,11 @@ class Machine:
         await asyncio.to_thread(self._prepare_host, token, delivered)
         self.started_at = time.monotonic()
         self.helpers = await start_virtiofsd(self.plan, self.dir.sockets, self.dir.qemu_log)
-        await self._spawn(binary)
+        devices = await self._spawn(binary, image)
         self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame, token)
         if self.warm is not None:
-            await self._await_agent(self.agent, self.launcher.wait_incoming(BOOT_TIMEOUT))
+            loaded = self.launcher.wait_incoming(BOOT_TIMEOUT, devices)
+            await self._await_agent(self.agent, loaded)
             await become_new_instance(self.agent, self.plan, self.dir)
         else:
             await self.launcher.after_spawn(lambda: self.running)
@@ -183,12 +191,23 @@ class Machine:
             return None
         return template
 
-    async def _spawn(self, binary: str) -> None:
+    def _argv(self, image: MemoryImage | None) -> tuple[list[str], list[int], int | None]:
+        """(argv, fds it needs, the device state's fd when the RAM comes from `image`)."""
         locks = lock_volumes(self.plan)
-        state = os.open(self.warm.state, os.O_RDONLY | os.O_CLOEXEC) if self.warm else None
-        fds = [*locks, *([state] if state is not None else [])]
-        argv = self.launcher.incoming_argv(state) if state is not None else \
-            self.launcher.argv()
+        if self.warm is None:
+            return self.launcher.argv(), locks, None
+        if image is not None:
+            self.shared_memory = True
+            devices = os.open(image.devices, os.O_RDONLY | os.O_CLOEXEC)
+            return self.launcher.image_argv(image.private(), None), [*locks, devices], devices
+        state = os.open(self.warm.state, os.O_RDONLY | os.O_CLOEXEC)
+        return self.launcher.incoming_argv(state), [*locks, state], None
+
+    async def _spawn(self, binary: str, image: MemoryImage | None) -> int | None:
+        """Start the hypervisor; returns the fd number it loads the device state from when
+        the restore is over a shared memory image (then wait_incoming starts the load)."""
+        argv, fds, devices = self._argv(image)
+        shared = (image.memory,) if image is not None else ()
         # where the serial console is the hypervisor's stdout, it goes to the console log
         console = self.dir.sockets.console_log if self.launcher.serial_on_stdout \
             else self.dir.qemu_log
@@ -196,7 +215,7 @@ class Machine:
             with self.dir.qemu_log.open("ab") as log, console.open("ab") as out:
                 self.process = await asyncio.create_subprocess_exec(
                     binary, *argv[1:], stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out, stderr=log, pass_fds=fds,
+                    stdout=out, stderr=log, pass_fds=(*fds, *shared),
                     start_new_session=True,  # Ctrl-C reaches cove, which stops it gracefully
                     preexec_fn=die_with_parent if self.bound_to_owner else None)
         finally:
@@ -204,6 +223,7 @@ class Machine:
                 os.close(fd)
         write_atomic(self.dir.pidfile, f"{self.process.pid}\n")
         write_json(self.dir.run / BOOT_RECORD, artifacts_to_json(self.artifacts))
+        return devices
 
     def _prepare_host(self, token: str, delivered: dict[str, bytes]) -> None:
         """Everything on the host before the hypervisor starts (blocking; in a thread)."""

@@ -10,7 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError
 from cove.runtime.agent_client import Frame
@@ -24,6 +24,9 @@ from cove.runtime.vmstate import keep_template, summarize_health
 from cove.spec.model import Port, Restart
 from cove.spec.overrides import parse_port
 from cove.tasks import background
+
+if TYPE_CHECKING:
+    from cove.runtime.memory_image import MemoryImage
 
 TEMPLATE_WAIT = 300.0  # a VM not healthy by then gets no template from this boot
 BACKOFF_FIRST = 1.0
@@ -144,7 +147,8 @@ class VmSupervisor:
         return Machine(self.record.plan, self.record.artifacts, self.dir, self.on_frame,
                        bound_to_owner=False)
 
-    async def boot(self, cold: bool = False, snapshot: Snapshot | None = None) -> None:
+    async def boot(self, cold: bool = False, snapshot: Snapshot | None = None,
+                   image: MemoryImage | None = None) -> None:
         """Start the VM (warm from a template where one fits, unless `cold`; or from
         `snapshot`); returns when the agent answers. Raises with the reason otherwise."""
         machine = self.new_machine()
@@ -152,7 +156,7 @@ class VmSupervisor:
         self.machine, self.state, self.clean_exit = machine, "starting", False
         self.services = {}  # what a previous boot said no longer holds
         try:
-            await machine.start(cold=cold, snapshot=snapshot)
+            await machine.start(cold=cold, snapshot=snapshot, image=image)
         except BaseException as error:
             self.state, self.error = "failed", str(error)
             with contextlib.suppress(Exception):
@@ -165,6 +169,7 @@ class VmSupervisor:
             await self.refresh_services()  # the restored services are as they were: healthy
         self.emit("started", pid=machine.process.pid if machine.process else None,
                   warm=machine.warm.id if machine.warm else None, why_cold=machine.why_cold,
+                  shared_memory=machine.shared_memory,
                   seconds=round(machine.ready_at - machine.started_at, 3))
         if machine.warm is None:
             self.saver = background(self.save_template(machine))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from cove.fsutil import write_atomic, write_json
 from cove.plan import GUEST_GATEWAY, Plan
-from cove.runtime.agent_client import AgentClient
+from cove.runtime.agent_client import AgentClient, AgentError
 from cove.runtime.snapshots import (
     DiskPrint,
     Snapshot,
@@ -32,12 +33,16 @@ if TYPE_CHECKING:
     from cove.runtime.machine import Machine
 
 RESUMED_TIMEOUT = 30.0
+SAVING_TIMEOUT = 5.0  # the agent's last step before a save; a save goes on without it
 
 
 async def save_snapshot(machine: Machine, kind: str, freeze_volumes: bool) -> Snapshot:
     """The VM's memory and devices, and the disks as they are at that moment: overlays of
     an ephemeral VM, and (for clones) a frozen copy of each volume. The VM is left paused."""
     plan = machine.plan
+    if machine.agent is not None and not machine.paused:
+        with contextlib.suppress(AgentError, TimeoutError):
+            await asyncio.wait_for(machine.agent.request("saving"), SAVING_TIMEOUT)
     with publishing(machine.home, kind) as (ident, tmp):
         final = snapshots_dir(machine.home) / ident
         size = await machine.launcher.save_state(tmp / "state")

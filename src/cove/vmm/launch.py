@@ -23,7 +23,7 @@ from cove.plan import AGENT_VSOCK_PORT, Plan
 from cove.spec.model import Hypervisor
 from cove.vmm import cloud_hypervisor, crosvm, firecracker, kvmtool
 from cove.vmm.choose import INSTALL_HINTS
-from cove.vmm.layout import BootFiles, RunPaths
+from cove.vmm.layout import BootFiles, MemoryFile, RunPaths
 from cove.vmm.qemu import MICROVM, QEMU, Shape, cpu_model, qemu_argv
 from cove.vmm.rest import RestClient
 from cove.vmm.vsock import Connector, af_vsock_connector, hybrid_connector, unix_connector
@@ -131,15 +131,27 @@ class Launcher:
     async def unpause(self) -> None:
         raise self.refuse_state("resume")
 
-    async def save_state(self, path: Path) -> int:
-        """Stop the vCPUs and write the VM's state to `path`; the VM stays paused."""
+    async def save_state(self, path: Path, with_memory: bool = True) -> int:
+        """Stop the vCPUs and write the VM's state to `path`; the VM stays paused. Without
+        `with_memory`, RAM in a shared MemoryFile is left out (it is in that file)."""
         raise self.refuse_state("saving a snapshot")
 
     def incoming_argv(self, fd: int) -> list[str]:
         """argv that starts the hypervisor loading a saved state from fd (then it runs)."""
         raise self.refuse_state("restoring a snapshot")
 
-    async def wait_incoming(self, timeout: float) -> None:
+    shares_memory = False  # clones can map one sealed image of their source's memory
+
+    def image_argv(self, memory: MemoryFile, state: int | None) -> list[str]:
+        """argv with guest RAM in `memory`, loading a saved state: from fd `state` at once
+        (filling a clone image), or, with None, the device state wait_incoming() is given
+        (a clone over a sealed image, whose RAM is that image)."""
+        raise self.refuse_state("sharing clone memory")
+
+    async def wait_incoming(self, timeout: float, devices: int | None = None,
+                            run: bool = True) -> None:
+        """Until the state is loaded (from fd `devices` when image_argv() deferred it);
+        then the VM runs, unless not `run`."""
         raise self.refuse_state("restoring a snapshot")
 
     async def rest(self, calls: list[tuple[str, str, object]]) -> bool:
@@ -231,13 +243,15 @@ class QemuLauncher(Launcher):
         async with self.session() as client:
             await asyncio.wait_for(client.execute("cont"), CONTROL_TIMEOUT)
 
-    async def save_state(self, path: Path) -> int:
+    async def save_state(self, path: Path, with_memory: bool = True) -> int:
         """QMP stop, then migrate to a file QEMU gets as an fd over the QMP socket (no shell
         in between): zero pages are not written. Returns the file's size."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             async with self.session() as client:
                 await client.execute("stop")
+                if not with_memory:
+                    await ignore_shared_memory(client, True)
                 # the VM is stopped: nothing gets dirty, so copy as fast as the disk takes it
                 await client.execute("migrate-set-parameters",
                                      {"max-bandwidth": MIGRATE_BANDWIDTH})
@@ -252,11 +266,31 @@ class QemuLauncher(Launcher):
     def incoming_argv(self, fd: int) -> list[str]:
         return [*self.argv(), "-incoming", f"fd:{fd}"]
 
-    async def wait_incoming(self, timeout: float) -> None:
+    shares_memory = True
+
+    def image_argv(self, memory: MemoryFile, state: int | None) -> list[str]:
+        incoming = "defer" if state is None else f"fd:{state}"
+        return [*qemu_argv(self.plan, self.files, self.paths, self.shape, memory),
+                "-incoming", incoming]
+
+    async def wait_incoming(self, timeout: float, devices: int | None = None,
+                            run: bool = True) -> None:
         async with self.session(timeout) as client:
+            if devices is not None:
+                # the stream holds no RAM (the image has it); the flag must match the save's
+                await ignore_shared_memory(client, True)
+                await client.execute("migrate-incoming", {"uri": f"fd:{devices}"})
             await migration_done(client, timeout)
-            # the state was saved with the vCPUs stopped, and QEMU keeps that run state
-            await client.execute("cont")
+            if devices is not None:
+                await ignore_shared_memory(client, False)  # its own saves hold all its RAM
+            if run:
+                # the state was saved with the vCPUs stopped, and QEMU keeps that run state
+                await client.execute("cont")
+
+
+async def ignore_shared_memory(client: QMPClient, state: bool) -> None:
+    await client.execute("migrate-set-capabilities",
+                         {"capabilities": [{"capability": "x-ignore-shared", "state": state}]})
 
 
 async def migration_done(client: QMPClient, timeout: float) -> None:

@@ -15,6 +15,16 @@ class BootFiles:
 
 
 @dataclass(frozen=True)
+class MemoryFile:
+    """Guest RAM in a file the hypervisor gets as an open fd: `shared` writes go to the file
+    (a clone image being filled); private ones stay in the process (a clone over a sealed
+    image)."""
+
+    fd: int
+    shared: bool
+
+
+@dataclass(frozen=True)
 class RunPaths:
     """Sockets and per-boot files in a VM's run dir (removed when it stops)."""
 

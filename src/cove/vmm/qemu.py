@@ -14,7 +14,7 @@ from cove.guest.proto import PORT_NAME
 from cove.plan import Plan
 from cove.spec.model import Port
 from cove.vmm.common import disks, guest_mac, tap_name
-from cove.vmm.layout import BootFiles, RunPaths
+from cove.vmm.layout import BootFiles, MemoryFile, RunPaths
 
 QEMU = "qemu-system-x86_64"
 
@@ -25,6 +25,8 @@ class Shape:
 
     machine: str  # -machine type and options
     bus: str  # the suffix of QEMU's virtio device names: "device" (mmio) or "pci"
+    ram_id: str = "microvm.ram"  # the machine's own RAM block: a memory backend standing in
+    # for it takes this id, so its migration streams stay compatible with the default RAM's
 
 
 MICROVM = Shape("microvm", "device")  # virtio-mmio, described through ACPI (so is Firecracker
@@ -35,7 +37,7 @@ SHAPES = {
     # `virtio_mmio.device=` entries, which QEMU's microvm adds to the command line itself
     "mmio-cmdline": Shape("microvm,acpi=off", "device"),
     # Cloud Hypervisor, crosvm, kvmtool on x86_64: virtio-pci
-    "pci": Shape("q35", "pci"),
+    "pci": Shape("q35", "pci", "pc.ram"),
 }
 
 
@@ -63,7 +65,12 @@ def console_chardev(sockets: RunPaths) -> list[str]:
                         f"logfile={opt(sockets.console_log)},logappend=on"]
 
 
-def machine_args(plan: Plan, shape: Shape) -> list[str]:
+def machine_args(plan: Plan, shape: Shape, memory: MemoryFile | None = None) -> list[str]:
+    if memory is not None:
+        share = "on" if memory.shared else "off"
+        return ["-object", f"memory-backend-file,id={shape.ram_id},size={plan.memory_mib}M,"
+                           f"mem-path=/dev/fd/{memory.fd},share={share}",
+                "-machine", f"{shape.machine},memory-backend={shape.ram_id}"]
     if any(share.proto == "virtiofs" for share in plan.shares):
         # virtiofsd maps guest memory: it must live in a shared memfd
         return ["-object", f"memory-backend-memfd,id=mem,size={plan.memory_mib}M,share=on",
@@ -120,13 +127,13 @@ def network_args(plan: Plan, shape: Shape = MICROVM) -> list[str]:
             "-device", f"virtio-net-{shape.bus},netdev=net0,mac={guest_mac(plan.name)}"]
 
 
-def qemu_argv(plan: Plan, files: BootFiles, sockets: RunPaths, shape: Shape = MICROVM
-              ) -> list[str]:
+def qemu_argv(plan: Plan, files: BootFiles, sockets: RunPaths, shape: Shape = MICROVM,
+              memory: MemoryFile | None = None) -> list[str]:
     bus = shape.bus
     return [
         QEMU,
         "-name", opt(plan.name),
-        *machine_args(plan, shape),
+        *machine_args(plan, shape, memory),
         "-accel", plan.accel.accel,
         "-cpu", cpu_model(plan.accel.accel),
         "-m", f"{plan.memory_mib}M",
