@@ -145,6 +145,9 @@ def test_clones_answer_each_with_its_own_identity(home: Path, tmp_path: Path) ->
         # a clone's writes are its own: its siblings read the image as it was saved
         cove("exec", "origin-1", "--", "sh", "-c", "echo mine > /tmp/www/index.html")
         assert fetch(port) == "mine\n" and fetch(port + 1) == SERVED
+        cove("suspend", "origin-2")  # its own state, all of it, saved and restored
+        cove("resume", "origin-2")
+        wait_for(lambda: fetch(port + 1) == SERVED, 60, "origin-2 after its resume")
     finally:
         cove("down", "--all")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cove.errors import CoveError
 from cove.fsutil import remove_tree
+from cove.runtime.machine import die_with_parent
 from cove.runtime.snapshots import Snapshot
 from cove.runtime.state import VmRecord
 from cove.runtime.storage import prepare_drives
@@ -82,7 +83,8 @@ async def load_into(launcher: Launcher, memory: int, snapshot: Snapshot, work: P
             process = await asyncio.create_subprocess_exec(
                 *launcher.image_argv(MemoryFile(memory, shared=True), state),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                pass_fds=(memory, state), start_new_session=True)
+                pass_fds=(memory, state), start_new_session=True,
+                preexec_fn=die_with_parent)  # a helper of this daemon's: it goes with it
     finally:
         os.close(state)
     try:
@@ -121,15 +123,16 @@ async def shared_memory(record: VmRecord, snapshot: Snapshot
     """(the image, "") while clones of `record` start, or (None, why not): they then
     restore from the stream, each with memory of its own."""
     work = snapshot.directory / "image"
+    image: MemoryImage | None = None
+    why_not = ""
     try:
-        work.mkdir(mode=0o700)
-        image = await fill_image(record, snapshot, work)
-    except (CoveError, OSError) as error:
-        await asyncio.to_thread(remove_tree, work)
-        yield None, str(error)
-        return
-    try:
-        yield image, ""
+        try:
+            work.mkdir(mode=0o700)
+            image = await fill_image(record, snapshot, work)
+        except (CoveError, OSError) as error:
+            why_not = str(error)
+        yield image, why_not
     finally:
-        os.close(image.memory)
+        if image is not None:
+            os.close(image.memory)
         await asyncio.to_thread(remove_tree, work)
