@@ -102,9 +102,9 @@ def time_bare(artifacts: Artifacts, plan: Plan, workdir: Path) -> float:
     return elapsed
 
 
-def answers(port: int) -> bool:
+def answers(port: int, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as response:
             return bool(response.status == 200)
     except OSError:
         return False

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.boot import answers, time_bare
@@ -46,11 +47,15 @@ def cove(*args: str, env: dict[str, str]) -> str:
 
 
 def until_answering(ports: list[int], started: float, limit: float = 60.0) -> float:
-    waiting = set(ports)
-    while waiting:
-        waiting = {p for p in waiting if not answers(p)}
-        if time.monotonic() - started > limit:
-            raise SystemExit(f"ports {sorted(waiting)} did not answer within {limit:.0f} s")
+    """Until every port has answered, each asked on its own (as many clients would): asked
+    one after another, a slow first answer would hold up every port behind it."""
+    def answered(port: int) -> None:
+        while not answers(port, timeout=5.0):
+            if time.monotonic() - started > limit:
+                raise SystemExit(f"port {port} did not answer within {limit:.0f} s")
+
+    with ThreadPoolExecutor(len(ports)) as pool:
+        list(pool.map(answered, ports))
     return time.monotonic() - started
 
 
