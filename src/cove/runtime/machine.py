@@ -161,6 +161,7 @@ class Machine:
         self.key = template_key(self.plan, artifacts_to_json(self.artifacts), delivered,
                                 self.launcher.restore_shape())
         self.warm = snapshot or (None if cold else self.usable_template())
+        self.shared_memory = image is not None and snapshot is not None
         token = self.warm.token if self.warm else secrets.token_hex(16)
         # file work, mkfs and `ip` run in a thread: a daemon's event loop never blocks
         await asyncio.to_thread(self._prepare_host, token, delivered)
@@ -197,7 +198,6 @@ class Machine:
         if self.warm is None:
             return self.launcher.argv(), locks, None
         if image is not None:
-            self.shared_memory = True
             devices = os.open(image.devices, os.O_RDONLY | os.O_CLOEXEC)
             return self.launcher.image_argv(image.private(), None), [*locks, devices], devices
         state = os.open(self.warm.state, os.O_RDONLY | os.O_CLOEXEC)

@@ -132,10 +132,12 @@ class VmSupervisor:
         (a daemon adopting many VMs saves a round trip that wakes each guest), else asked."""
         agent = self.machine.agent if self.machine is not None else None
         said = agent.hello.result().get("services") if agent and agent.hello.done() else None
-        if isinstance(said, dict):
-            self.services = said
-        else:
+        if not isinstance(said, dict):
             await self.refresh_services()
+            return
+        # events that came after the hello are newer than it: what they set stands
+        self.services = {name: {**(said.get(name) or {}), **self.services.get(name, {})}
+                         for name in {*said, *self.services}}
 
     async def refresh_services(self) -> None:
         if self.machine is not None and self.machine.agent is not None:
@@ -165,8 +167,7 @@ class VmSupervisor:
             raise
         self.started(machine)
         await self.restore_forwards(machine, adopted=False)
-        if machine.warm is not None:
-            await self.refresh_services()  # the restored services are as they were: healthy
+        await self.learn_services()  # a restore's are as they were saved: healthy
         self.emit("started", pid=machine.process.pid if machine.process else None,
                   warm=machine.warm.id if machine.warm else None, why_cold=machine.why_cold,
                   shared_memory=machine.shared_memory,
@@ -290,7 +291,6 @@ class VmSupervisor:
         self.watcher = asyncio.create_task(self.watch(machine))
 
     async def watch(self, machine: Machine) -> None:
-        await self.refresh_services()
         code = await machine.wait()
         if self.stopping or self.state in ("suspending", "suspended"):
             return
