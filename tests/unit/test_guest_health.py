@@ -95,3 +95,114 @@ def test_a_check_of_a_port_nobody_listens_on_fails_without_running() -> None:
                             text=True, timeout=60, check=True)
     assert result.stdout.strip() == (f"unhealthy nothing listens on port {port} "
                                      "(the check was not run)")
+
+
+def test_only_a_plain_local_curl_is_made_by_the_agent() -> None:
+    from cove.guest.probe import parse_curl_check
+
+    made = {
+        "curl -sf http://localhost:8080/": ("localhost", 8080, "/", True, True),
+        "/usr/bin/curl -fsS http://127.0.0.1:9000/health?deep=1": (
+            "127.0.0.1", 9000, "/health?deep=1", True, True),
+        "curl --silent --fail -o /dev/null 'http://[::1]'": ("[::1]", 80, "/", True, False),
+        "curl -s http://localhost:81?x": ("localhost", 81, "/?x", False, True),
+    }
+    for command, expected in made.items():
+        request = parse_curl_check(command, {})
+        assert request is not None, command
+        assert (request.host, request.port, request.path, request.fail,
+                request.keep_body) == expected, command
+    for command in ("curl -sfk https://localhost/", "curl -sfL http://localhost:8080/",
+                    "curl -H 'X: y' http://localhost:8080/", "curl -o out http://localhost/",
+                    "wget -qO- http://localhost:8080/", "curl -sf http://localhost/ || true",
+                    "curl -m 3 http://localhost:8080/"):
+        assert parse_curl_check(command, {}) is None, command
+    assert parse_curl_check("curl -sf http://localhost/", {"http_proxy": "http://p"}) is None
+
+
+def test_the_agents_verdict_is_curls() -> None:
+    from cove.guest.probe import parse_curl_check, verdict
+
+    fail = parse_curl_check("curl -sf http://localhost:8080/", {})
+    plain = parse_curl_check("curl -s http://localhost:8080/", {})
+    assert fail is not None and plain is not None
+    ok = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    missing = b"HTTP/1.1 404 Not Found\r\n\r\ngone"
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n1\r\n!\r\n0\r\n\r\n"
+    assert verdict(fail, ok) == (0, "hi")
+    assert verdict(fail, missing) == (22, "curl: (22) The requested URL returned error: 404")
+    assert verdict(plain, missing) == (0, "gone")  # without -f curl passes any status
+    assert verdict(fail, chunked) == (0, "hi!")
+    assert verdict(fail, b"") == (52, "curl: (52) Empty reply from server")
+    assert verdict(fail, b"SSH-2.0-OpenSSH\r\n")[0] == 8
+
+
+PROBE = """
+import sys, threading, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from cove.guest.health import HealthCheck
+from cove.guest.reactor import Reactor
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps the connection open: the length ends the reply
+    def do_GET(self):
+        body = b"<h1>up</h1>" if self.path == "/ok" else b"no"
+        self.send_response(200 if self.path == "/ok" else 503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        print("served", self.path, self.headers["Host"], file=sys.stderr)
+    def log_message(self, *args):
+        pass
+
+server = HTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+port = server.server_address[1]
+for path in ("/ok", "/bad"):
+    reactor = Reactor()
+    events = []
+    # PATH has no curl: only the agent's own request can pass
+    check = HealthCheck(reactor, "web", {"command": f"curl -sf http://localhost:{port}{path}",
+                                         "retries": 1, "interval": 1}, {"PATH": "/nonexistent"},
+                        events.append)
+    check.start()
+    started = time.monotonic()
+    while not events and time.monotonic() - started < 20:
+        reactor.run_once()
+    check.stop()
+    print(events[0]["kind"], events[0]["code"], events[0]["output"])
+"""
+
+
+def test_the_agent_makes_a_plain_curl_check_itself() -> None:
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.splitlines() == [
+        "healthy 0 <h1>up</h1>",
+        "unhealthy 22 curl: (22) The requested URL returned error: 503"]
+    assert "served /ok localhost:" in result.stderr  # (curl's Host header)
+
+
+SILENT = """
+import socket, sys, time
+from cove.guest.health import HealthCheck
+from cove.guest.reactor import Reactor
+
+server = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog), never answers
+port = server.getsockname()[1]
+reactor = Reactor()
+events = []
+check = HealthCheck(reactor, "web", {"command": f"curl -sf http://127.0.0.1:{port}/",
+                                     "retries": 1, "interval": 1, "timeout": 0.5},
+                    {"PATH": "/nonexistent"}, events.append)
+check.start()
+while not events:
+    reactor.run_once()
+print(events[0]["kind"], events[0]["code"], events[0]["output"])
+"""
+
+
+def test_a_server_that_never_answers_times_the_agents_check_out() -> None:
+    result = subprocess.run([sys.executable, "-c", SILENT], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "unhealthy 28 (health check timed out after 0.5 s)"

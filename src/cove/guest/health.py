@@ -7,11 +7,13 @@ import time
 
 from .lean import signal
 from .listening import local_check_port, read_listening
+from .probe import HttpProbe, parse_curl_check
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .probe import HttpRequest
     from .reactor import Child, Reactor, Timer
 
 OUTPUT_LIMIT = 4096
@@ -24,6 +26,7 @@ FIRST_CHECK_AFTER = 0.5  # check soon after start, so `cove up` returns quickly
 STARTING_INTERVAL = 1.0
 LISTEN_WATCH = 0.2
 CONNECT_FAILED = 7  # curl's exit status for "could not connect"
+TIMED_OUT = 28  # and for "operation timed out"
 
 
 class HealthCheck:
@@ -50,6 +53,9 @@ class HealthCheck:
         self.listening: set[int] = set()
         self.starting_gap = STARTING_INTERVAL
         self.port = local_check_port(self.command, env)
+        self.request = parse_curl_check(self.command, env)  # (made by the agent: probe.py)
+        self.probe: HttpProbe | None = None
+        self.checks = 0  # how many have started (a probe's answer names the one it ends)
 
     def start(self) -> None:
         self.stop()
@@ -69,6 +75,12 @@ class HealthCheck:
         if self.child is not None:
             _kill_group(self.child.pid)
             self.child = None
+        self._cancel_probe()
+
+    def _cancel_probe(self) -> None:
+        if self.probe is not None:
+            self.probe.cancel()
+            self.probe = None
 
     def _watch_listening(self) -> None:
         """While starting: check at once when a port starts listening (see LISTEN_WATCH)."""
@@ -78,7 +90,7 @@ class HealthCheck:
         now = read_listening()
         if not now - self.listening:
             self.listening = now
-        elif self.child is None:  # (during a check, the new port waits for its end)
+        elif self.child is None and self.probe is None:  # (a new port waits for its end)
             if self.timer is not None:
                 self.timer.cancel()
             self.listening = now
@@ -93,10 +105,34 @@ class HealthCheck:
             self._judge(CONNECT_FAILED)
             self._next()
             return
+        if self.request is not None:
+            self._probe(self.request)
+            return
         child = self.reactor.spawn(["/bin/sh", "-c", self.command], self.env, self._collect,
                                    lambda code: self._done(child, code))
         self.child = child
         self.timer = self.reactor.later(self.timeout, lambda: self._expired(child))
+
+    def _probe(self, request: HttpRequest) -> None:
+        self.checks += 1
+        number = self.checks
+        self.timer = self.reactor.later(self.timeout, lambda: self._probed(
+            number, TIMED_OUT, f"(health check timed out after {self.timeout:g} s)"))
+        probe = HttpProbe(self.reactor, request, lambda code, output: self._probed(
+            number, code, output))
+        if self.checks == number:  # (not answered already, as a refused connect is)
+            self.probe = probe
+
+    def _probed(self, number: int, code: int, output: str) -> None:
+        if number != self.checks or self.timer is None:
+            return  # stopped, or already judged
+        self.timer.cancel()
+        self.timer = None
+        self._cancel_probe()
+        self.checks += 1  # whatever else was under way for this check is now stale
+        self.output = output.strip()[:OUTPUT_LIMIT]
+        self._judge(code)
+        self._next()
 
     def _collect(self, _fd: int, data: bytes) -> None:
         if len(self.buffer) < OUTPUT_LIMIT:
