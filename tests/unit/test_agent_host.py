@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cove.runtime.agent_client import AgentClient, AgentError, Frame
+from cove.runtime.agent_client import AgentClient, AgentError, Frame, greeted
 from cove.vmm.vsock import unix_connector
 from tests.agent_harness import running_agent
 
@@ -160,5 +162,59 @@ def test_a_host_without_the_boot_token_is_refused(tmp_path: Path) -> None:
             await asyncio.wait_for(owner.hello, 5)
             assert (await owner.request("ping"))["ok"]
             await owner.close()
+
+    asyncio.run(scenario())
+
+
+async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+@contextlib.asynccontextmanager
+async def stuck_first_channel(front: Path, agent: Path, first: bytes
+                              ) -> AsyncIterator[list[int]]:
+    """A channel in front of the agent, as a hypervisor's socket is: its first connection
+    is stuck (it writes `first`, a frame cut short, and never passes the hello on); later
+    ones reach the agent. Yields the count of connections seen."""
+    seen: list[int] = [0]
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen[0] += 1
+        if seen[0] == 1:
+            writer.write(first)
+            await reader.read()  # swallows whatever comes, answers nothing
+            writer.close()
+            return
+        agent_reader, agent_writer = await asyncio.open_unix_connection(str(agent))
+        await asyncio.gather(relay(reader, agent_writer), relay(agent_reader, writer))
+
+    server = await asyncio.start_unix_server(connected, str(front))
+    async with server:
+        yield seen
+
+
+@pytest.mark.parametrize("first", [b"", b"\x00\x00\x01\x00{\"t\":\"log\""])
+def test_a_stuck_channel_is_greeted_again(tmp_path: Path, first: bytes) -> None:
+    """A daemon adopting a VM whose channel the last daemon left mid-frame (the hello is
+    swallowed, or the answer starts with the tail of an old frame) hangs up and greets
+    again, so it does not take a live guest for a dead one."""
+
+    async def scenario() -> None:
+        async with running_agent(tmp_path, {}, []) as (client, _process):
+            await client.close()
+            front = tmp_path / "front.sock"
+            async with stuck_first_channel(front, tmp_path / "agent.sock", first) as seen:
+                started = time.monotonic()
+                agent = await greeted(unix_connector(front), ignore, "harness-token", 5.0)
+                assert (await asyncio.wait_for(agent.request("ping"), 5))["ok"]
+                assert seen[0] == 2 and time.monotonic() - started < 4.0
+                await agent.close()
+                with pytest.raises(AgentError, match="refused"):  # no retry can help that
+                    await greeted(unix_connector(tmp_path / "agent.sock"), ignore, "wrong",
+                                  5.0)
 
     asyncio.run(scenario())

@@ -19,6 +19,14 @@ class AgentError(CoveError):
     pass
 
 
+class AgentRefused(AgentError):
+    """The agent refused this connection (a wrong token): asking again cannot help."""
+
+
+HELLO_RETRY = 2.0  # a hello unanswered this long is sent again, on a new connection
+REJOIN_GAP = 0.3  # longer than the agent's look for a host (guest/link.py RECHECK)
+
+
 class ExecStream:
     """Output and exit code of one command run by the agent."""
 
@@ -93,8 +101,8 @@ class AgentClient:
             if not self.hello.done():
                 self.hello.set_result(frame)
         elif kind == "refused":
-            self._fail(AgentError(f"the guest agent refused this connection: "
-                                  f"{frame.get('error')}"))
+            self._fail(AgentRefused(f"the guest agent refused this connection: "
+                                    f"{frame.get('error')}"))
         elif kind == "res":
             if frame.get("id") in self.channel_requests and frame.get("ok"):
                 # register now: output may follow in the same read, before the caller runs
@@ -167,3 +175,30 @@ class AgentClient:
         if self.reader_task is not None:
             self.reader_task.cancel()
             await asyncio.gather(self.reader_task, return_exceptions=True)
+
+
+async def greeted(connector: Connector, on_frame: Callable[[Frame], None], token: str,
+                  timeout: float) -> AgentClient:
+    """A connection whose hello the agent answered, within `timeout` (TimeoutError else).
+
+    A channel a dead host left mid-frame (a daemon killed while writing, or a reply of the
+    guest's cut short in the hypervisor) can swallow the next hello or its answer. Then hang
+    up, give the agent a moment to see it (it starts afresh on a hang-up) and greet again:
+    a daemon adopting its VMs must not take a stuck channel for a dead guest."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        agent = AgentClient(connector, on_frame, token)
+        try:
+            async with asyncio.timeout(min(HELLO_RETRY, deadline - loop.time())):
+                await agent.connect()
+                await agent.hello
+            return agent
+        except AgentRefused:
+            await agent.close()
+            raise
+        except (TimeoutError, AgentError):
+            await agent.close()
+            if deadline - loop.time() < REJOIN_GAP + 0.2:
+                raise TimeoutError from None
+            await asyncio.sleep(REJOIN_GAP)

@@ -24,7 +24,7 @@ from cove.image.gc import BOOT_RECORD
 from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.image.sources.nix import add_gc_roots, remove_gc_roots
 from cove.plan import Plan
-from cove.runtime.agent_client import AgentClient, AgentError, Frame
+from cove.runtime.agent_client import AgentClient, AgentError, Frame, greeted
 from cove.runtime.forward import Activity, Forwards, check_ports_free
 from cove.runtime.network import attach, detach
 from cove.runtime.process import Adopted, VmProcess
@@ -140,9 +140,9 @@ class Machine:
             raise BootError(f"{self.plan.name}: its agent token is gone ({self.dir.token})",
                             f"stop it with `cove down {self.plan.name}`") from None
         self.process = Adopted(pid)
-        self.agent = AgentClient(self.launcher.agent_connector(), self.on_frame, token)
         try:
-            await asyncio.wait_for(self._connect_and_greet(self.agent), timeout)
+            self.agent = await greeted(self.launcher.agent_connector(), self.on_frame, token,
+                                       timeout)
         except TimeoutError:
             raise AgentError(f"{self.plan.name}: the agent did not answer within "
                              f"{timeout:.0f} s") from None
