@@ -15,6 +15,7 @@ import pytest
 from cove.runtime.agent_client import AgentClient, AgentError, Frame, greeted
 from cove.vmm.vsock import unix_connector
 from tests.agent_harness import running_agent
+from tests.standins.guest import pipe
 
 
 async def wait_until(frames: list[Frame], predicate: Any, timeout: float = 10) -> None:
@@ -166,14 +167,6 @@ def test_a_host_without_the_boot_token_is_refused(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-            await writer.drain()
-    writer.close()
-
-
 @contextlib.asynccontextmanager
 async def stuck_first_channel(front: Path, agent: Path, first: bytes
                               ) -> AsyncIterator[list[int]]:
@@ -190,7 +183,7 @@ async def stuck_first_channel(front: Path, agent: Path, first: bytes
             writer.close()
             return
         agent_reader, agent_writer = await asyncio.open_unix_connection(str(agent))
-        await asyncio.gather(relay(reader, agent_writer), relay(agent_reader, writer))
+        await asyncio.gather(pipe(reader, agent_writer), pipe(agent_reader, writer))
 
     server = await asyncio.start_unix_server(connected, str(front))
     async with server:
