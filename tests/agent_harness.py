@@ -32,8 +32,7 @@ async def running_agent(tmp: Path, services: dict[str, Any], frames: list[Frame]
     client = AgentClient(unix_connector(socket_path), frames.append, token)
     try:
         async with asyncio.timeout(10):
-            await client.connect()
-            await client.hello
+            await client.greet()
         yield client, process
     finally:
         await client.close()

@@ -98,8 +98,7 @@ def test_output_is_kept_while_no_host_listens(tmp_path: Path) -> None:
             again: list[Frame] = []  # ... and a new one connects later
             second = AgentClient(unix_connector(tmp_path / "agent.sock"), again.append,
                                  "harness-token")
-            await second.connect()
-            await second.hello
+            await second.greet()
             await wait_until(again, lambda f: any(
                 base64.b64decode(x.get("data", "")) == b"while-away\n" for x in f))
             await second.close()

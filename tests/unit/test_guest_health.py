@@ -67,20 +67,29 @@ def test_local_check_port_only_for_a_lone_local_http_fetch() -> None:
     assert local_check_port("curl http://localhost:8080/", {"HTTP_PROXY": "http://p"}) is None
 
 
-UNHEARD = """
-import os, sys
+CHECK_ONCE = """
+import sys, time
 from cove.guest.health import HealthCheck
 from cove.guest.reactor import Reactor
 
-reactor = Reactor()
-events = []
-check = HealthCheck(reactor, "web", {"command": f"curl -sf http://127.0.0.1:{sys.argv[1]}/",
-                                     "retries": 1, "interval": 1}, {"PATH": "/nonexistent"},
-                    events.append)
-check.start()
-while not events:
-    reactor.run_once()
-print(events[0]["kind"], events[0]["output"])
+def first_event(command, **settings):
+    # PATH has no curl: a check the agent spawned would fail with sh's "not found"
+    reactor = Reactor()
+    events = []
+    check = HealthCheck(reactor, "web", {"command": command, "retries": 1, "interval": 1,
+                                         **settings}, {"PATH": "/nonexistent"}, events.append)
+    check.start()
+    started = time.monotonic()
+    while not events and time.monotonic() - started < 20:
+        reactor.run_once()
+    check.stop()
+    return events[0]
+"""
+
+
+UNHEARD = CHECK_ONCE + """
+event = first_event(f"curl -sf http://127.0.0.1:{sys.argv[1]}/")
+print(event["kind"], event["output"])
 """
 
 
@@ -137,11 +146,9 @@ def test_the_agents_verdict_is_curls() -> None:
     assert verdict(fail, b"SSH-2.0-OpenSSH\r\n")[0] == 8
 
 
-PROBE = """
-import sys, threading, time
+PROBE = CHECK_ONCE + """
+import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from cove.guest.health import HealthCheck
-from cove.guest.reactor import Reactor
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keeps the connection open: the length ends the reply
@@ -158,19 +165,9 @@ class Handler(BaseHTTPRequestHandler):
 server = HTTPServer(("127.0.0.1", 0), Handler)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 port = server.server_address[1]
-for path in ("/ok", "/bad"):
-    reactor = Reactor()
-    events = []
-    # PATH has no curl: only the agent's own request can pass
-    check = HealthCheck(reactor, "web", {"command": f"curl -sf http://localhost:{port}{path}",
-                                         "retries": 1, "interval": 1}, {"PATH": "/nonexistent"},
-                        events.append)
-    check.start()
-    started = time.monotonic()
-    while not events and time.monotonic() - started < 20:
-        reactor.run_once()
-    check.stop()
-    print(events[0]["kind"], events[0]["code"], events[0]["output"])
+for path in ("/ok", "/bad"):  # only the agent's own request can pass
+    event = first_event(f"curl -sf http://localhost:{port}{path}")
+    print(event["kind"], event["code"], event["output"])
 """
 
 
@@ -183,22 +180,13 @@ def test_the_agent_makes_a_plain_curl_check_itself() -> None:
     assert "served /ok localhost:" in result.stderr  # (curl's Host header)
 
 
-SILENT = """
-import socket, sys, time
-from cove.guest.health import HealthCheck
-from cove.guest.reactor import Reactor
+SILENT = CHECK_ONCE + """
+import socket
 
 server = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog), never answers
 port = server.getsockname()[1]
-reactor = Reactor()
-events = []
-check = HealthCheck(reactor, "web", {"command": f"curl -sf http://127.0.0.1:{port}/",
-                                     "retries": 1, "interval": 1, "timeout": 0.5},
-                    {"PATH": "/nonexistent"}, events.append)
-check.start()
-while not events:
-    reactor.run_once()
-print(events[0]["kind"], events[0]["code"], events[0]["output"])
+event = first_event(f"curl -sf http://127.0.0.1:{port}/", timeout=0.5)
+print(event["kind"], event["code"], event["output"])
 """
 
 

@@ -38,6 +38,12 @@ def local_check_port(command: str, env: dict[str, str]) -> int | None:
     its port it fails (connection refused) whatever else happens, so the agent can skip
     spawning it (under TCG a curl costs 0.35 s of vCPU, taken from the service starting).
     Shell syntax, retries, proxies or a second URL make it unsure."""
+    url = local_url(command, env)
+    return None if url is None else url[2]
+
+
+def local_url(command: str, env: dict[str, str]) -> tuple[str, str, int, str] | None:
+    """(scheme, host, port, what follows them) of such a check's one local URL, or None."""
     words = command.split()
     if not words or words[0].rsplit("/", 1)[-1] not in CLIENTS or SHELL_SYNTAX & set(command):
         return None
@@ -49,14 +55,17 @@ def local_check_port(command: str, env: dict[str, str]) -> int | None:
     if len(urls) != 1:
         return None
     scheme, _, rest = urls[0].partition("://")
-    default = {"http": 80, "https": 443}.get(scheme.lower())
+    scheme = scheme.lower()
+    default = {"http": 80, "https": 443}.get(scheme)
     host = next((h for h in LOCAL_HOSTS if rest.startswith(h)), None)
     if default is None or host is None:
         return None
     rest = rest[len(host):]
     if rest[:1] in ("", "/", "?", "#"):
-        return default
+        return scheme, host, default, rest
     if rest[:1] != ":":
         return None  # localhost.example.com and the like
     digits = rest[1:].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-    return int(digits) if digits.isdigit() and 0 < int(digits) < 65536 else None
+    if not digits.isdigit() or not 0 < int(digits) < 65536:
+        return None
+    return scheme, host, int(digits), rest[1 + len(digits):]

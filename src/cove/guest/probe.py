@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 
-from .listening import local_check_port
+from .listening import local_url
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,31 +58,25 @@ class HttpRequest:
 def parse_curl_check(command: str, env: dict[str, str]) -> HttpRequest | None:
     """The request a lone `curl [-sSf] [-o /dev/null] http://localhost[:port]/path` makes,
     or None when the command should run as written."""
-    port = local_check_port(command, env)
+    url = local_url(command, env)
     words = command.split()
-    if port is None or words[0].rsplit("/", 1)[-1] != "curl":
+    if url is None or url[0] != "http" or words[0].rsplit("/", 1)[-1] != "curl":
         return None
-    url = ""
     fail = False
     keep_body = True
     rest = iter(words[1:])
     for word in rest:
         if "://" in word:
-            url = word.strip("'\"")
-        elif word == "-o" and next(rest, "") == "/dev/null":
+            continue  # the URL: local_url has it
+        if word == "-o" and next(rest, "") == "/dev/null":
             keep_body = False
         elif word in LONG_FLAGS or (word[:1] == "-" and word[1:2] != "-" and len(word) > 1
                                     and set(word[1:]) <= SHORT_FLAGS):
             fail = fail or word == "--fail" or (word[1] != "-" and "f" in word)
         else:
             return None
-    scheme, _, location = url.partition("://")
-    if scheme.lower() != "http":
-        return None
-    host = next(h for h in ("localhost", "127.0.0.1", "[::1]") if location.startswith(h))
-    path = location[len(host):].split("#", 1)[0]
-    if path.startswith(":"):
-        path = path.lstrip(":0123456789")
+    _scheme, host, port, tail = url
+    path = tail.split("#", 1)[0]
     if not path.startswith("/"):
         path = "/" + path  # "?q" or "" (curl asks for "/")
     return HttpRequest(host, port, path, fail, keep_body)

@@ -62,6 +62,11 @@ class AgentClient:
         self.reader_task = asyncio.create_task(self._read(reader))
         self.send({"t": "hello", "v": proto.VERSION, "token": self.token, "caps": ["binary"]})
 
+    async def greet(self) -> Frame:
+        """Connect, say hello, and return the agent's answer to it."""
+        await self.connect()
+        return await self.hello
+
     def send_input(self, channel: int, data: bytes) -> None:
         """Bytes for a stream's stdin or tunnel: raw in a data frame where the agent reads
         them (empty input sends nothing)."""
@@ -191,8 +196,7 @@ async def greeted(connector: Connector, on_frame: Callable[[Frame], None], token
         agent = AgentClient(connector, on_frame, token)
         try:
             async with asyncio.timeout(min(HELLO_RETRY, deadline - loop.time())):
-                await agent.connect()
-                await agent.hello
+                await agent.greet()
             return agent
         except AgentRefused:
             await agent.close()

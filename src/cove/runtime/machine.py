@@ -277,7 +277,7 @@ class Machine:
         """Until the agent answers (after `first`, a restore's load), or the VM dies."""
         assert self.process is not None
         exited = asyncio.create_task(self.process.wait())
-        hello = asyncio.create_task(self._after(first, self._connect_and_greet(agent)))
+        hello = asyncio.create_task(self._after(first, agent.greet()))
         hello.add_done_callback(lambda task: task.cancelled() or task.exception())
         done, _ = await asyncio.wait({exited, hello}, timeout=BOOT_TIMEOUT,
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -303,10 +303,6 @@ class Machine:
         if first is not None:
             await first
         await then
-
-    async def _connect_and_greet(self, agent: AgentClient) -> None:
-        await agent.connect()
-        await agent.hello
 
     def diagnosis(self) -> str:
         qemu_said = tail(self.dir.qemu_log, 5)
