@@ -75,6 +75,17 @@ def test_command_sees_guest_not_host(plain_spec: Path) -> None:
     assert uid == "0"
 
 
+def test_guest_python_uses_the_images_bytecode(plain_spec: Path) -> None:
+    """Every file in the image has one fixed mtime: its .pyc files must match it, or each
+    boot compiles the stdlib a service imports again."""
+    result = subprocess.run(
+        cove_argv("run", str(plain_spec), "--", "python3", "-B", "-v", "-c", "import http.server"),
+        capture_output=True, text=True, timeout=120, check=True)
+    assert "code object from '/usr/lib/python3.11/http/__pycache__/server" in result.stderr
+    assert "bytecode is stale" not in result.stderr, [
+        line for line in result.stderr.splitlines() if "stale" in line]
+
+
 def test_pre_start_failure_is_reported(cove_home: Path, tmp_path: Path) -> None:
     spec = write_spec(tmp_path / "bad", SPEC_HEAD.format(name="prefail") + (
         '[services.web]\npre_start = "echo preparing; exit 4"\ncommand = "sleep 100"\n'

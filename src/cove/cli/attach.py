@@ -108,7 +108,8 @@ async def exec_remote(client: Client, name: str, argv: list[str], env: dict[str,
 async def console_remote(client: Client, name: str) -> None:
     async with session(client) as http, \
             http.ws_connect(f"http://cove/v1/vms/{name}/console") as ws:
-        sys.stderr.write(f"attached to {name}'s console; Ctrl-] detaches\r\n")
+        sys.stderr.write(f"attached to {name}'s console (Enter starts a shell); "
+                         "Ctrl-] detaches\r\n")
         detached = asyncio.Event()
         loop = asyncio.get_running_loop()
 

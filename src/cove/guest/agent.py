@@ -8,6 +8,7 @@ imports as possible: under TCG every import costs tens of milliseconds.
 from __future__ import annotations
 
 import os
+import select
 import sys
 import time
 
@@ -385,14 +386,28 @@ class Agent:
                 os.chown(os.path.join(directory, name), uid, gid)
 
     def console_shell(self) -> None:
-        """A root shell on the serial console for `cove console`, started again on exit."""
+        """A root shell on the serial console for `cove console`, once someone presses Enter
+        there (as busybox init's askfirst): a login shell started at boot costs the starting
+        services a tenth of a second of vCPU under TCG, and most VMs never get a visitor.
+        The line typed stays queued for the shell (poll does not consume it)."""
         if self.shutting_down or not os.path.exists(CONSOLE):
+            return
+        fd = os.open(CONSOLE, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        self.reactor.watch(fd, select.POLLIN, lambda revents: self._console_typed(fd, revents))
+
+    def _console_typed(self, fd: int, revents: int) -> None:
+        self.reactor.unwatch(fd)
+        os.close(fd)
+        if not revents & select.POLLIN:  # (a hang-up: look again in a moment)
+            self.reactor.later(1.0, self.console_shell)
+            return
+        if self.shutting_down:
             return
         env = {**BASE_ENV, "TERM": "vt100", "PS1": f"{self.config.get('name', 'cove')}:\\w# "}
         self.reactor.spawn_on_terminal(["/bin/sh", "-l"], env, CONSOLE, self._shell_exited)
 
     def _shell_exited(self, _code: int) -> None:
-        self.reactor.later(1.0, self.console_shell)
+        self.console_shell()
 
     def shutdown(self) -> None:
         if self.shutting_down:

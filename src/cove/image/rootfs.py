@@ -10,7 +10,7 @@ from pathlib import Path
 from cove.image import trim
 from cove.image.cache import Cache, content_key
 from cove.image.elf import library_closure
-from cove.image.pack import ROOT_FILE, ROOT_FS, pack_root
+from cove.image.pack import PACK_FORMAT, ROOT_FILE, pack_root
 from cove.image.sources.dpkg import Package, closure, installed_packages, package_files
 from cove.proc import run
 
@@ -41,7 +41,7 @@ def resolve_packages(requested: tuple[str, ...]) -> list[Package]:
 
 
 def host_root_key(packages: list[Package], keep: tuple[str, ...] = ()) -> str:
-    return content_key(["host-root", FORMAT_VERSION, ROOT_FS, trim.VERSION, list(keep),
+    return content_key(["host-root", FORMAT_VERSION, PACK_FORMAT, trim.VERSION, list(keep),
                         [(p.name, p.version, p.arch) for p in packages]])
 
 

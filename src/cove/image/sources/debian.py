@@ -80,13 +80,13 @@ def bootstrap(suite: str, mirror: str, packages: list[str], tree: Path) -> None:
 def build_debian_root(suite: str, mirror: str, requested: tuple[str, ...],
                       cache: Cache, keep: tuple[str, ...] = ()) -> tuple[Path, tuple[str, ...]]:
     from cove.image import trim
-    from cove.image.pack import ROOT_FILE, ROOT_FS, pack_root
+    from cove.image.pack import PACK_FORMAT, ROOT_FILE, pack_root
     from cove.image.rootfs import add_busybox_applets
 
     packages = sorted({*BASE_PACKAGES, *requested})
     day = time.strftime("%Y-%m-%d", time.gmtime())
     key = content_key(["debian", FORMAT_VERSION, suite, mirror, packages, day, trim.VERSION,
-                       list(keep), ROOT_FS])
+                       list(keep), PACK_FORMAT])
 
     def build(out: Path) -> None:
         tree = out / "tree"
