@@ -17,6 +17,17 @@ from cove.daemon_start import SOCKET_NAME, start_daemon
 from cove.errors import CoveError, VMNotFound
 from cove.home import cove_home
 
+SETTLED_WAIT_MAX = 60.0  # longest `?settled=` wait the daemon accepts, in seconds
+
+
+def vm_settled(vm: dict[str, Any]) -> bool:
+    """Whether a VM's status is one `up` stops waiting at: healthy (or nothing to check),
+    unhealthy, asleep as `[idle]` asks, or no longer starting or running. The daemon holds
+    a `GET /v1/vms/NAME?settled=SECONDS` until this holds, by the same rule."""
+    if vm["state"] not in ("running", "starting"):
+        return True
+    return vm["health"] in ("healthy", "-", "unhealthy")
+
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: Path, timeout: float | None = None) -> None:
@@ -130,8 +141,13 @@ class Client:
         result: dict[str, Any] = self.request("DELETE", f"/v1/snapshots/{quote(ident)}")
         return result
 
-    def get(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("GET", f"/v1/vms/{quote(name)}")
+    def get(self, name: str, settled: float | None = None) -> dict[str, Any]:
+        """A VM's status; with `settled`, once it has settled (`vm_settled`) or after that
+        many seconds, whichever comes first."""
+        path = f"/v1/vms/{quote(name)}"
+        if settled is not None:
+            path += f"?settled={min(max(settled, 0.0), SETTLED_WAIT_MAX):.3f}"
+        result: dict[str, Any] = self.request("GET", path)
         return result
 
     def ping(self, name: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from cove.vmm.choose import installed_hypervisors
 if TYPE_CHECKING:
     from cove.client import Client
 
-WAIT_POLL = 0.25
+WAIT_SLICE = 30.0  # one held request's longest wait: the deadline is checked between them
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,12 @@ def recent_logs(client: Client, vm: dict[str, Any], count: int = 8) -> list[str]
 
 
 def wait_healthy(client: Client, name: str, timeout: float) -> dict[str, Any]:
+    """The VM's status once it is healthy; a user error if it fails, turns unhealthy or
+    takes longer than `timeout`. The daemon holds each request until the VM settles, so
+    `up` returns the moment it does, and nothing asks the guest while its services start."""
     deadline = time.monotonic() + timeout
     while True:
-        vm = client.get(name)
+        vm = client.get(name, settled=max(0.0, min(deadline - time.monotonic(), WAIT_SLICE)))
         if vm["state"] in ("suspending", "suspended"):
             return vm  # it was up and fell asleep as `[idle]` asks; a connection wakes it
         if vm["state"] != "running" and vm["state"] != "starting":
@@ -154,7 +157,6 @@ def wait_healthy(client: Client, name: str, timeout: float) -> dict[str, Any]:
             reasons = "\n  ".join(problems_of(vm) + recent_logs(client, vm))
             die(f"{name} is running but unhealthy:\n  {reasons}",
                 f"see `cove logs {name}`; stop it with `cove down {name}`")
-        if time.monotonic() > deadline:
+        if time.monotonic() >= deadline:
             die(f"{name} did not become healthy within {timeout:g} s",
                 f"see `cove logs {name}`; `cove up --timeout` waits longer")
-        time.sleep(WAIT_POLL)

@@ -83,14 +83,14 @@ class StatesInTurn:
     def __init__(self, *states: tuple[str, str]) -> None:
         self.states = list(states)
 
-    def get(self, name: str) -> dict[str, object]:
+    def get(self, name: str, settled: float | None = None) -> dict[str, object]:
+        assert settled is not None and 0 < settled <= 30  # every look is a held one
         state, health = self.states.pop(0) if len(self.states) > 1 else self.states[0]
         return {"name": name, "state": state, "health": health, "services": {}}
 
 
-def test_up_accepts_a_vm_that_fell_asleep_as_idle_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_accepts_a_vm_that_fell_asleep_as_idle_asks() -> None:
     from cove import prepare
-    monkeypatch.setattr(prepare, "WAIT_POLL", 0.0)
     for asleep in ("suspending", "suspended"):
         client = StatesInTurn(("starting", "starting"), ("running", "starting"), (asleep, "-"))
         assert prepare.wait_healthy(client, "dozer", 5)["state"] == asleep  # type: ignore[arg-type]
@@ -126,3 +126,14 @@ def test_arp_announcement_says_the_address_is_at_the_new_mac() -> None:
     assert len(frame) == 42 and frame[:6] == b"\xff" * 6 and frame[6:12] == mac
     assert frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x01"  # ARP, a request
     assert frame[22:28] == mac and frame[28:32] == address == frame[38:42]  # gratuitous
+
+
+def test_what_up_waits_for_is_what_the_daemon_holds_until() -> None:
+    """`vm_settled` is the daemon's rule for `?settled=`; `up` stops at the same states."""
+    from cove.client import vm_settled
+    for state, health, settled in (
+            ("starting", "starting", False), ("running", "starting", False),
+            ("running", "healthy", True), ("running", "-", True),
+            ("running", "unhealthy", True), ("suspended", "-", True),
+            ("exited", "-", True), ("failed", "-", True)):
+        assert vm_settled({"state": state, "health": health}) is settled, (state, health)

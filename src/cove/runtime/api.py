@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from cove import __version__
+from cove.client import SETTLED_WAIT_MAX, vm_settled
 from cove.errors import CoveError
 from cove.guest import proto
 from cove.local_http import WSMsgType, web
@@ -59,6 +60,20 @@ def query_int(request: web.Request, key: str, default: int | None) -> int | None
         raise CoveError(f"query parameter {key}={value!r} is not a count",
                         f"give a whole number from 0, e.g. {key}=20")
     return int(value)
+
+
+def query_seconds(request: web.Request, key: str, most: float) -> float | None:
+    value = request.query.get(key)
+    if value is None:
+        return None
+    try:
+        seconds = float(value) if value.isascii() and len(value) <= 12 else -1.0
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= most:  # (also refuses nan)
+        raise CoveError(f"query parameter {key}={value!r} is not a number of seconds",
+                        f"give one from 0 to {most:g}, e.g. {key}=10")
+    return seconds
 
 
 def query_follow(request: web.Request) -> bool:
@@ -141,9 +156,24 @@ def check_record(record: VmRecord) -> None:
 
 @routes.get("/v1/vms/{name}")
 async def show_vm(request: web.Request) -> web.Response:
-    supervisor = the_daemon(request).vm(request.match_info["name"])
-    await supervisor.refresh_services()
-    return web.json_response(supervisor.status())
+    check_query(request, ("settled",))
+    daemon, name = the_daemon(request), request.match_info["name"]
+    wait = query_seconds(request, "settled", SETTLED_WAIT_MAX)
+    if wait is None:
+        await daemon.vm(name).refresh_services()
+    else:
+        await until_settled(daemon, name, wait)
+    return web.json_response(daemon.vm(name).status())
+
+
+async def until_settled(daemon: Daemon, name: str, wait: float) -> None:
+    """Return once `name` has settled (`vm_settled`) or `wait` seconds have passed. Its
+    events keep its status current, so the guest is not asked while services start."""
+    with daemon.events.subscribe() as queue, contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            while not vm_settled(daemon.vm(name).status()):
+                while (await queue.get()).get("vm") != name:
+                    pass
 
 
 @routes.post("/v1/vms/{name}/down")
