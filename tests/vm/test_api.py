@@ -66,6 +66,21 @@ def test_an_idle_guest_is_tickless_on_a_stable_clock(vm: cove.VM) -> None:
     assert after - before < 3 * 100, (before, after)
 
 
+def test_a_held_status_request_answers_once_the_vm_has_settled(vm: cove.VM) -> None:
+    """What `cove up` waits with: a settled VM is answered at once, and a bad wait is a
+    clear 400 naming the parameter."""
+    from cove.client import Client
+    from cove.errors import CoveError
+
+    client = Client()
+    started = time.monotonic()
+    status = client.get(vm.name, settled=30)
+    assert time.monotonic() - started < 5 and status["state"] == "running"
+    for bad in ("-1", "61", "nan", "soon"):
+        with pytest.raises(CoveError, match=f"settled={bad!r} is not a number of seconds"):
+            client.request("GET", f"/v1/vms/{vm.name}?settled={bad}")
+
+
 def test_exec_stream_gives_chunks_as_they_come(vm: cove.VM) -> None:
     stream = vm.exec_stream(["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.5; done; "
                                          "echo done >&2; exit 4"])
