@@ -137,3 +137,36 @@ def test_what_up_waits_for_is_what_the_daemon_holds_until() -> None:
             ("running", "unhealthy", True), ("suspended", "-", True),
             ("exited", "-", True), ("failed", "-", True)):
         assert vm_settled({"state": state, "health": health}) is settled, (state, health)
+
+
+def test_a_started_service_with_a_check_is_starting_until_the_check_speaks(
+        tmp_path: Path) -> None:
+    """The daemon's status comes from the agent's events while `up` waits: a service that
+    has just started is healthy only if it has no check (the CI failure of a stack member
+    whose check always fails, reported healthy on its `started` event)."""
+    from typing import Any, cast
+
+    from cove.plan import make_plan
+    from cove.runtime.journal import Journal
+    from cove.runtime.state import VmRecord
+    from cove.runtime.supervisor import VmSupervisor
+    from cove.spec import load_spec
+    from tests.unit.test_backends import HOST, KERNEL
+
+    (tmp_path / "cove.toml").write_text(
+        'name = "two"\n[services.checked]\ncommand = "sleep 9"\n'
+        '[services.checked.health]\ncommand = "false"\n'
+        '[services.plain]\ncommand = "sleep 9"\n')
+    plan = make_plan(load_spec(tmp_path), HOST, KERNEL)
+    record = VmRecord(plan, cast(Any, None))
+    supervisor = VmSupervisor(record, tmp_path / "home", Journal(tmp_path / "events.jsonl"))
+    supervisor.state = "running"
+    for svc in ("checked", "plain"):
+        supervisor.on_frame({"t": "event", "kind": "started", "svc": svc, "pid": 7})
+    assert supervisor.status()["health"] == "starting"
+    supervisor.on_frame({"t": "event", "kind": "unhealthy", "svc": "checked", "output": "no"})
+    assert supervisor.status()["health"] == "unhealthy"
+    supervisor.on_frame({"t": "event", "kind": "started", "svc": "checked", "pid": 8})
+    assert supervisor.status()["health"] == "starting"  # a restart checks afresh
+    supervisor.on_frame({"t": "event", "kind": "healthy", "svc": "checked", "output": ""})
+    assert supervisor.status()["health"] == "healthy"

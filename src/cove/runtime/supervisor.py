@@ -117,8 +117,8 @@ class VmSupervisor:
             if kind == "exited":
                 service["state"] = "failed" if frame.get("code") else "exited"
                 service["exit_code"] = frame.get("code")
-            if kind == "started":
-                service["health"] = "starting" if service.get("health") else None
+            if kind == "started":  # a declared check has not spoken yet: starting
+                service["health"] = "starting" if self.checks_health(str(svc)) else None
             if kind in ("healthy", "unhealthy"):
                 service["health"] = kind
                 service["health_output"] = frame.get("output", "")
@@ -126,6 +126,12 @@ class VmSupervisor:
                 service["restarts"] = frame.get("restarts")
         fields = {k: v for k, v in frame.items() if k not in ("t", "kind", "ts")}
         self.emit(kind, **fields)
+
+    def checks_health(self, service: str) -> bool:
+        """Whether the spec gives `service` a health check (then it is not healthy until
+        that check passes, whatever the events have said so far)."""
+        declared = self.record.plan.agent_config.get("services", {}).get(service)
+        return isinstance(declared, dict) and bool(declared.get("health"))
 
     async def learn_services(self) -> None:
         """Services' status right after connecting: from the agent's hello where it says
