@@ -52,3 +52,29 @@ def test_env_file_quotes_for_sh() -> None:
     result = subprocess.run(["sh", "-c", text + 'printf "%s|%s" "$A" "$B"'],
                             capture_output=True, text=True, check=True)
     assert result.stdout == "it's|x y"
+
+
+def test_guest_bytecode_has_the_future_flag_without_importing_future() -> None:
+    """The agent's modules keep postponed annotations, but their bytecode no longer imports
+    the __future__ module at boot; line numbers stay as in the source."""
+    import marshal
+    import sys
+    from typing import Any
+
+    from cove.image.initramfs import GUEST_PACKAGE_INIT, agent_sources, bytecode
+
+    source = (b'"""doc"""\nfrom __future__ import annotations\n\n'
+              b"def f(x: Undefined) -> None:\n    raise ValueError(x)\n")
+    path, data = bytecode("cove/guest/m.py", source)
+    assert path == f"cove/cove/guest/__pycache__/m.{sys.implementation.cache_tag}.pyc"
+    code = marshal.loads(data[16:])
+    assert "__future__" not in code.co_names and "annotations" not in code.co_names
+    space: dict[str, Any] = {}
+    exec(code, space)  # an unresolvable annotation is fine: it stays a string
+    function = space["f"]
+    assert function.__annotations__ == {"x": "Undefined", "return": "None"}
+    assert function.__code__.co_firstlineno == 4
+    sources = agent_sources()
+    assert sources["cove/__init__.py"] == GUEST_PACKAGE_INIT
+    for name, text in sources.items():  # every shipped module compiles this way
+        bytecode(name, text)
