@@ -35,7 +35,7 @@ def test_config_archive_concatenates(tmp_path: Path) -> None:
     writer.file("base", b"1")
     writer.close()
     boot = BootConfig({"name": "x"}, {"COVE_IP": "10.0.2.15/24"}, ("virtio.ko",),
-                      ("disk cove-vol0 /data ext4",), {"secrets/token": b"s3cret"})
+                      ("disk cove-vol0 /data ext4",), {"secrets/token": b"s3cret", "nix-db": b"db"})
     data = first.getvalue() + config_archive(boot)
     listing = subprocess.run(["cpio", "-t", "--quiet"], input=data, capture_output=True,
                              check=True).stdout.decode().split()
@@ -43,8 +43,9 @@ def test_config_archive_concatenates(tmp_path: Path) -> None:
     # GNU cpio stops at the first trailer; the kernel reads on, so check the second part too
     second = subprocess.run(["cpio", "-t", "--quiet"], input=data[len(first.getvalue()):],
                             capture_output=True, check=True).stdout.decode().split()
-    assert second == ["cove/config.json", "cove/init.env", "cove/load", "cove/mounts", "cove",
-                      "cove/secrets", "cove/secrets/token"]
+    # secrets beside /cove, never in it: /init copies /cove into the root
+    assert second == ["cove/config.json", "cove/init.env", "cove/load", "cove/mounts",
+                      "cove", "cove/nix-db", "secrets", "secrets/token"]
 
 
 def test_env_file_quotes_for_sh() -> None:
@@ -58,7 +59,6 @@ def test_guest_bytecode_has_the_future_flag_without_importing_future() -> None:
     """The agent's modules keep postponed annotations, but their bytecode no longer imports
     the __future__ module at boot; line numbers stay as in the source."""
     import marshal
-    import sys
     from typing import Any
 
     from cove.image.initramfs import GUEST_PACKAGE_INIT, agent_sources, bytecode
@@ -66,7 +66,7 @@ def test_guest_bytecode_has_the_future_flag_without_importing_future() -> None:
     source = (b'"""doc"""\nfrom __future__ import annotations\n\n'
               b"def f(x: Undefined) -> None:\n    raise ValueError(x)\n")
     path, data = bytecode("cove/guest/m.py", source)
-    assert path == f"cove/cove/guest/__pycache__/m.{sys.implementation.cache_tag}.pyc"
+    assert path == "cove/guest/m.pyc"  # beside its source, as zipimport looks for it
     code = marshal.loads(data[16:])
     assert "__future__" not in code.co_names and "annotations" not in code.co_names
     space: dict[str, Any] = {}
@@ -78,3 +78,46 @@ def test_guest_bytecode_has_the_future_flag_without_importing_future() -> None:
     assert sources["cove/__init__.py"] == GUEST_PACKAGE_INIT
     for name, text in sources.items():  # every shipped module compiles this way
         bytecode(name, text)
+
+
+def test_agent_zip_imports_bytecode_and_falls_back_to_source(tmp_path: Path) -> None:
+    """The guest imports its agent from one zip: bytecode under the same Python; a guest
+    Python of another version finds the magic number wrong and compiles the source."""
+    import importlib.util
+    import sys
+    import zipfile
+
+    from cove.image.initramfs import agent_sources, agent_zip
+
+    ok = tmp_path / "agent.zip"
+    ok.write_bytes(agent_zip(agent_sources()))
+    program = ("import sys; sys.path[0] = sys.argv[1]; from cove.guest import agent, proto; "
+               "print(proto.__file__); print(callable(agent.main))")
+
+    def imported_from(archive: Path) -> list[str]:
+        result = subprocess.run([sys.executable, "-S", "-B", "-c", program, str(archive)],
+                                capture_output=True, text=True, check=True)
+        return result.stdout.split()
+
+    assert imported_from(ok) == [f"{ok}/cove/guest/proto.pyc", "True"]
+    stale = tmp_path / "other-python.zip"
+    with zipfile.ZipFile(ok) as source, zipfile.ZipFile(stale, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith(".pyc"):
+                assert data[:4] == importlib.util.MAGIC_NUMBER
+                data = b"\0\0\r\n" + data[4:]
+            target.writestr(info, data)
+    assert imported_from(stale) == [f"{stale}/cove/guest/proto.py", "True"]
+
+
+def test_fstab_is_what_busybox_mount_reads() -> None:
+    """/init's one `mount -a -T /fstab`: six fields a line, the moves first (the mounts
+    under /newroot/dev need the moved /dev)."""
+    from cove.image.initramfs import FSTAB
+
+    lines = [line.split() for line in FSTAB.decode().splitlines()]
+    assert all(len(fields) == 6 for fields in lines)
+    targets = [fields[1] for fields in lines]
+    assert targets.index("/newroot/dev") < targets.index("/newroot/dev/pts")
+    assert [f[0] for f in lines if f[3] == "move"] == ["/dev", "/proc", "/sys"]

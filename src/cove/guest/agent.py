@@ -464,6 +464,11 @@ def main() -> None:
         say(f"cannot read {CONFIG}: {error}")
         config = {}
     try:
+        net = config.get("net")
+        if isinstance(net, dict):  # (a VM always has it; an agent in a test has not)
+            from .netconf import configure
+
+            configure(net)
         Agent(config).run()
     except Exception as error:
         say(f"fatal: {type(error).__name__}: {error}")

@@ -73,8 +73,16 @@ def die_with_parent() -> None:
 def boot_config(plan: Plan, artifacts: Artifacts, env: dict[str, str],
                 delivered: dict[str, bytes]) -> BootConfig:
     """Read at every boot: changed config or secrets need no image rebuild."""
-    return BootConfig(plan.agent_config, {**plan.init_env, **env},
+    init_env = {**plan.init_env, **env}
+    return BootConfig({**plan.agent_config, "net": guest_net(init_env)}, init_env,
                       load_order(artifacts.kernel, plan.modules), plan.guest_mounts, delivered)
+
+
+def guest_net(init_env: dict[str, str]) -> dict[str, str]:
+    """What the agent configures at boot (guest/netconf.py), from /init's settings."""
+    keys = {"ip": "COVE_IP", "gateway": "COVE_GATEWAY", "seg_ip": "COVE_SEG_IP",
+            "seg_mac": "COVE_SEG_MAC"}
+    return {key: init_env[name] for key, name in keys.items() if init_env.get(name)}
 
 
 class Machine:
