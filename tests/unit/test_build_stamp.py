@@ -62,3 +62,32 @@ def test_flags_other_sources_and_unsafe_homes_take_the_full_path(
     home = Path(os.environ["COVE_HOME"])
     home.chmod(0o777)  # the full path refuses such a home with its reason
     assert not quick_build(["build", str(spec)])
+
+
+def test_artifacts_come_from_the_stamp_until_an_input_changes(tmp_path: Path) -> None:
+    """What `up` and `run` use: the last build's artifacts, while the spec and every host
+    input are unchanged and the artifacts are all still in the cache."""
+    from cove.image.stamp import record_artifacts, recorded_artifacts
+
+    cache = tmp_path / "cache"
+    kernel = tmp_path / "kernel"
+    kernel.mkdir()
+    for path in (kernel / "vmlinux", kernel / "info.json", tmp_path / "initramfs.cpio",
+                 tmp_path / "root.squashfs"):
+        path.write_bytes(b"x")
+    spec = tmp_path / "cove.toml"
+    spec.write_text('name = "hello"\npackages = ["python3"]\n')
+    data = {"kernel": str(kernel), "initramfs": str(tmp_path / "initramfs.cpio"),
+            "root": str(tmp_path / "root.squashfs"), "root_size": 1, "packages": ["python3"]}
+    record_artifacts(cache, spec, data)
+    assert recorded_artifacts(cache, spec) == data
+    (kernel / "vmlinux").unlink()  # collected: build again
+    assert recorded_artifacts(cache, spec) is None
+    (kernel / "vmlinux").write_bytes(b"x")
+    spec.write_text('name = "hello"\npackages = ["python3", "curl"]\n')
+    assert recorded_artifacts(cache, spec) is None  # another spec: never the old answer
+    nix = tmp_path / "nix" / "cove.toml"
+    nix.parent.mkdir()
+    nix.write_text('name = "n"\nsource = "nix"\nflake = ".#x"\n')
+    record_artifacts(cache, nix, data)  # a Nix build has inputs the stamp cannot see
+    assert recorded_artifacts(cache, nix) is None

@@ -16,7 +16,7 @@ from cove.runtime.vmdir import VmDir
 from cove.spec import load_spec
 from cove.vmm.accel import decide_accel, host_tsc_khz
 from cove.vmm.vsock import unix_connector
-from tests.vm.conftest import write_spec
+from tests.vm.conftest import HELLO, write_spec
 
 pytestmark = pytest.mark.vm
 
@@ -127,3 +127,20 @@ def test_guest_refuses_a_host_without_this_boots_token(cove_home: Path, tmp_path
             machine.agent = owner
 
     asyncio.run(scenario())
+
+
+def test_an_unchanged_spec_takes_its_artifacts_from_the_stamp(
+        cove_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` and `run` of a spec built before read the last build's record: nothing is
+    hashed, parsed or built (cove_home built hello with `cove build`)."""
+    from cove.image import build
+
+    spec = load_spec(HELLO)
+    first = build.build_artifacts(spec)
+
+    def no_build(*_args: object) -> None:
+        raise AssertionError("built again although nothing changed")
+
+    monkeypatch.setattr(build, "build_fresh", no_build)
+    assert build.build_artifacts(spec) == first
+    assert first.initramfs.exists() and first.root.path.exists()

@@ -83,8 +83,8 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
 
 def warm_start_line(plan: Plan, artifacts: Artifacts, files: BootFiles, vm_dir: VmDir) -> str:
     """Whether a start of this plan can restore a template, and why not."""
+    from cove.image.build import artifacts_to_json
     from cove.runtime.snapshots import find_template
-    from cove.runtime.state import artifacts_to_json
     from cove.runtime.storage import delivered_files
     from cove.vmm.launch import launcher_for
     from cove.warm import snapshot_blockers, template_key

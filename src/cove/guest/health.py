@@ -24,7 +24,7 @@ FIRST_CHECK_AFTER = 0.5  # check soon after start, so `cove up` returns quickly
 # of waiting on average, and under TCG a check (curl: 0.35 s of vCPU) every second taken
 # from the service that is starting.
 STARTING_INTERVAL = 1.0
-LISTEN_WATCH = 0.2
+LISTEN_WATCH = 0.05
 CONNECT_FAILED = 7  # curl's exit status for "could not connect"
 TIMED_OUT = 28  # and for "operation timed out"
 

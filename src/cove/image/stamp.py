@@ -53,8 +53,8 @@ def stamp_key(spec_file: Path, spec_bytes: bytes) -> str:
     return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:32]
 
 
-def stamp_path(cache: Path, key: str) -> Path:
-    return cache / "build-stamps" / f"{key}.json"
+def stamp_path(cache: Path, key: str, kind: str = "build") -> Path:
+    return cache / "build-stamps" / (f"{key}.json" if kind == "build" else f"{key}.{kind}.json")
 
 
 def may_skip(spec_text: str) -> bool:
@@ -63,34 +63,58 @@ def may_skip(spec_text: str) -> bool:
         and "kernel." not in spec_text and "flake" not in spec_text
 
 
-def recorded_result(cache: Path, spec_file: Path) -> dict[str, Any] | None:
-    """The last build's result if every input is unchanged and its artifacts exist."""
+def read_stamped(cache: Path, spec_file: Path, kind: str) -> dict[str, Any] | None:
     try:
         spec_bytes = spec_file.read_bytes()
         if not may_skip(spec_bytes.decode()):
             return None
-        result = json.loads(stamp_path(cache, stamp_key(spec_file, spec_bytes)).read_bytes())
+        data = json.loads(stamp_path(cache, stamp_key(spec_file, spec_bytes), kind).read_bytes())
     except (OSError, ValueError):
-        return None
-    paths = [result["kernel"]["path"], result["initramfs"], result["root"]["path"]]
-    if not all(os.path.exists(path) for path in paths):
-        return None
-    return dict(result)
+        return None  # (a spec given as a dict has no file: never stamped)
+    return data if isinstance(data, dict) else None
 
 
-def record(cache: Path, spec_file: Path, result: dict[str, Any]) -> None:
-    """Remember a host-source build's result for the next no-op (best effort)."""
+def write_stamped(cache: Path, spec_file: Path, kind: str, data: dict[str, Any]) -> None:
     try:
         spec_bytes = spec_file.read_bytes()
         if not may_skip(spec_bytes.decode()):
             return
-        path = stamp_path(cache, stamp_key(spec_file, spec_bytes))
+        path = stamp_path(cache, stamp_key(spec_file, spec_bytes), kind)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(result))
+        temporary.write_text(json.dumps(data))
         os.replace(temporary, path)
     except (OSError, UnicodeDecodeError):
         pass
+
+
+def recorded_result(cache: Path, spec_file: Path) -> dict[str, Any] | None:
+    """The last `cove build`'s result if every input is unchanged and its artifacts exist."""
+    result = read_stamped(cache, spec_file, "build")
+    if result is None:
+        return None
+    paths = [result["kernel"]["path"], result["initramfs"], result["root"]["path"]]
+    return result if all(os.path.exists(path) for path in paths) else None
+
+
+def record(cache: Path, spec_file: Path, result: dict[str, Any]) -> None:
+    """Remember a host-source build's result for the next no-op (best effort)."""
+    write_stamped(cache, spec_file, "build", result)
+
+
+def recorded_artifacts(cache: Path, spec_file: Path) -> dict[str, Any] | None:
+    """The artifacts (as image.build.artifacts_to_json wrote them) of the last build of
+    this spec, if every input is unchanged and they are all still in the cache."""
+    data = read_stamped(cache, spec_file, "artifacts")
+    if data is None:
+        return None
+    paths = [f"{data['kernel']}/vmlinux", f"{data['kernel']}/info.json", data["initramfs"],
+             data["root"]]
+    return data if all(os.path.exists(path) for path in paths) else None
+
+
+def record_artifacts(cache: Path, spec_file: Path, data: dict[str, Any]) -> None:
+    write_stamped(cache, spec_file, "artifacts", data)
 
 
 def format_result(result: dict[str, Any], as_json: bool) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError
 from cove.fsutil import write_atomic, write_json
-from cove.image.build import Artifacts
+from cove.image.build import Artifacts, artifacts_to_json
 from cove.image.gc import BOOT_RECORD
 from cove.image.initramfs import BootConfig, load_order, write_initrd
 from cove.image.sources.nix import add_gc_roots, remove_gc_roots
@@ -29,7 +29,6 @@ from cove.runtime.forward import Activity, Forwards, check_ports_free
 from cove.runtime.network import attach, detach
 from cove.runtime.process import Adopted, VmProcess
 from cove.runtime.snapshots import Snapshot, find_template
-from cove.runtime.state import artifacts_to_json
 from cove.runtime.storage import (
     delivered_files,
     lock_volumes,

@@ -8,28 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from cove.fsutil import write_atomic
-from cove.image.build import Artifacts
-from cove.image.kernel import load_artifact
-from cove.image.rootfs import RootImage
+from cove.image.build import Artifacts, artifacts_from_json, artifacts_to_json
 from cove.plan import Plan
 from cove.spec.model import Restart, VmRestart
-
-
-def artifacts_to_json(artifacts: Artifacts) -> dict[str, Any]:
-    return {"kernel": str(artifacts.kernel.vmlinux.parent), "initramfs": str(artifacts.initramfs),
-            "root": str(artifacts.root.path), "root_size": artifacts.root.size,
-            "packages": list(artifacts.root.packages),
-            "nix_outputs": list(artifacts.nix_outputs),
-            "nix_store_image": str(artifacts.nix_store_image or ""),
-            "nix_closure": list(artifacts.nix_closure)}
-
-
-def artifacts_from_json(data: dict[str, Any]) -> Artifacts:
-    return Artifacts(load_artifact(Path(data["kernel"])), Path(data["initramfs"]),
-                     RootImage(Path(data["root"]), tuple(data["packages"]), data["root_size"]),
-                     tuple(data.get("nix_outputs", ())),
-                     Path(data["nix_store_image"]) if data.get("nix_store_image") else None,
-                     tuple(data.get("nix_closure", ())))
 
 
 @dataclass(frozen=True)
