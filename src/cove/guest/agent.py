@@ -7,13 +7,12 @@ imports as possible: under TCG every import costs tens of milliseconds.
 
 from __future__ import annotations
 
-import os
 import select
 import sys
 import time
 
 from . import proto
-from .lean import deque, signal
+from .lean import deque, exists, isdir, os, signal
 from .link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
 from .listening import read_listening
 from .reactor import Child, Reactor
@@ -25,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-CONFIG = os.environ.get("COVE_AGENT_CONFIG", "/cove/config.json")
+CONFIG = os.environ.get(b"COVE_AGENT_CONFIG", b"/cove/config.json").decode()
 CONSOLE = "/dev/ttyS0"
 SECRETS = "/run/secrets"
 NIX_DB_DUMP = "/cove/nix-db"
@@ -256,8 +255,8 @@ class Agent:
         child = self.channels.get(channel) if isinstance(channel, int) else None
         if child is None or child.stdin_fd is None:
             return
+        import _struct as struct
         import fcntl
-        import struct
         import termios
 
         size = struct.pack("HHHH", int(frame.get("rows") or 24),  # type: ignore[call-overload]
@@ -355,7 +354,7 @@ class Agent:
     def register_nix_closure(self) -> bool:
         """A guest with Nix learns the paths it was given (cove's dump of their DB rows)
         before its services start or the host is answered; True while that is under way."""
-        if not (os.path.exists(NIX_DB_DUMP) and os.path.exists("/usr/bin/nix-store")):
+        if not (exists(NIX_DB_DUMP) and exists("/usr/bin/nix-store")):
             return False
         self.ready = False
         self.reactor.spawn(["/bin/sh", "-c", f"nix-store --load-db < {NIX_DB_DUMP}"],
@@ -373,24 +372,21 @@ class Agent:
     def own_secrets(self) -> None:
         """Secrets belong to the user the services run as (init made them 0400 root)."""
         owner = str(self.config.get("secrets_owner") or "root")
-        if owner == "root" or not os.path.isdir(SECRETS):
+        if owner == "root" or not isdir(SECRETS):
             return
         try:
             uid, gid, _home = lookup_user(owner)
         except ValueError as error:
             say(f"secrets stay root's: {error}")
             return
-        for directory, _dirs, files in os.walk(SECRETS):
-            os.chown(directory, uid, gid)
-            for name in files:
-                os.chown(os.path.join(directory, name), uid, gid)
+        chown_tree(SECRETS, uid, gid)
 
     def console_shell(self) -> None:
         """A root shell on the serial console for `cove console`, once someone presses Enter
         there (as busybox init's askfirst): a login shell started at boot costs the starting
         services a tenth of a second of vCPU under TCG, and most VMs never get a visitor.
         The line typed stays queued for the shell (poll does not consume it)."""
-        if self.shutting_down or not os.path.exists(CONSOLE):
+        if self.shutting_down or not exists(CONSOLE):
             return
         fd = os.open(CONSOLE, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
         self.reactor.watch(fd, select.POLLIN, lambda revents: self._console_typed(fd, revents))
@@ -453,6 +449,15 @@ class Agent:
         self.start()
         while True:
             self.reactor.run_once()
+
+
+def chown_tree(top: str, uid: int, gid: int) -> None:
+    os.chown(top, uid, gid)
+    for entry in os.scandir(top):
+        if entry.is_dir(follow_symlinks=False):
+            chown_tree(entry.path, uid, gid)
+        else:
+            os.chown(entry.path, uid, gid, follow_symlinks=False)
 
 
 def main() -> None:

@@ -7,13 +7,12 @@ writes would block, so frames worth keeping wait in a bounded queue until the ne
 from __future__ import annotations
 
 import errno
-import os
 import select
 import time
 from _operator import _compare_digest  # hmac's constant-time compare, without hmac
 
 from . import proto
-from .lean import deque
+from .lean import deque, os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import _socket
 import _struct as struct  # (struct.py would be the first module the agent reads from the image)
 import fcntl
-import os
+
+from .lean import os
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914

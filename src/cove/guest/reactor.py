@@ -6,11 +6,10 @@ under TCG, and the agent is PID 1, so it must also reap every orphan.
 
 from __future__ import annotations
 
-import os
 import select
 import time
 
-from .lean import heapq, signal
+from .lean import heapq, os, signal
 
 READ = select.POLLIN | select.POLLPRI
 CLOSED = select.POLLHUP | select.POLLERR | select.POLLNVAL
@@ -275,7 +274,7 @@ def _exec_child(argv: list[str], env: dict[str, str], cwd: str | None,
             os.setuid(user[0])
         if cwd:
             os.chdir(cwd)
-        os.execvpe(argv[0], argv, env)
+        os.execve(_resolve(argv[0], env.get("PATH", "")) or argv[0], argv, env)
     except BaseException as error:
         os.write(2, f"cove-agent: cannot run {argv[0]}: {error}\n".encode())
     os._exit(127)

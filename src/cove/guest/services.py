@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 from .health import HealthCheck
-from .lean import signal
+from .lean import os, signal
 from .users import lookup_user
 
 TYPE_CHECKING = False
