@@ -14,15 +14,16 @@ import time
 from . import proto
 from .lean import deque, exists, isdir, os, signal
 from .link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
-from .listening import read_listening
 from .reactor import Child, Reactor
 from .services import Service
-from .tunnel import Tunnel
-from .users import lookup_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from .tunnel import Tunnel
+# tunnel, users, listening and health are imported where first needed: a VM without
+# services answers its host without them (each import is milliseconds at boot under TCG)
 
 CONFIG = os.environ.get(b"COVE_AGENT_CONFIG", b"/cove/config.json").decode()
 CONSOLE = "/dev/ttyS0"
@@ -171,6 +172,8 @@ class Agent:
         if not isinstance(argv, list) or not argv:
             raise ValueError("exec needs a non-empty argv")
         env = {**BASE_ENV, **self.config.get("env", {}), **frame.get("env", {})}  # type: ignore[dict-item]
+        from .users import lookup_user
+
         user = lookup_user(str(frame["user"])) if frame.get("user") else None
         if user is not None:
             env["HOME"], env["USER"] = user[2], str(frame["user"])
@@ -199,6 +202,8 @@ class Agent:
         port = int(frame.get("port", 0))  # type: ignore[call-overload]
         channel = self.next_channel
         self.next_channel += 1
+        from .tunnel import Tunnel
+
         self.tunnels[channel] = Tunnel(self.reactor, channel, port, self.link.send,
                                        self.link.send_data, self._tunnel_closed)
         return {"ch": channel}
@@ -343,6 +348,8 @@ class Agent:
 
     def watch_listening(self) -> None:
         """Report ports guest programs start or stop listening on (auto_forward)."""
+        from .listening import read_listening
+
         now = read_listening()
         for port in sorted(now - self.listening):
             self.event({"kind": "listening", "port": port})
@@ -375,6 +382,8 @@ class Agent:
         if owner == "root" or not isdir(SECRETS):
             return
         try:
+            from .users import lookup_user
+
             uid, gid, _home = lookup_user(owner)
         except ValueError as error:
             say(f"secrets stay root's: {error}")

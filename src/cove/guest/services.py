@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 
-from .health import HealthCheck
 from .lean import os, signal
-from .users import lookup_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .health import HealthCheck
     from .reactor import Child, Reactor, Timer
 
     Emit = Callable[[dict[str, object]], None]
@@ -54,8 +53,11 @@ class Service:
         self.stopping = False
         self.on_stopped: Callable[[], None] | None = None
         health = spec.get("health")
-        self.health = HealthCheck(reactor, name, health, env, emit) \
-            if isinstance(health, dict) else None
+        self.health: HealthCheck | None = None
+        if isinstance(health, dict):
+            from .health import HealthCheck  # (only where a service has a check)
+
+            self.health = HealthCheck(reactor, name, health, env, emit)
 
     def status(self) -> dict[str, object]:
         status: dict[str, object] = {
@@ -79,6 +81,8 @@ class Service:
         self.started_at = time.time()
         user, env = None, self.env
         if self.user != "root":
+            from .users import lookup_user
+
             try:
                 uid, gid, home = lookup_user(self.user)
             except ValueError as error:

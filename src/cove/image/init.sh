@@ -5,7 +5,7 @@
 export PATH=/bin
 
 fail() {
-    echo "cove-init: error: $*" > /dev/console
+    echo "cove-init: error: $*"  # (stdout is the console: /dev may have moved already)
     sync
     poweroff -f
 }
@@ -96,7 +96,7 @@ mount -a -T /fstab || fail "cannot mount /dev, /proc, /sys, /tmp and /run in the
 
 # Config: a read-only tmpfs at /config. Secrets: a tmpfs at /run/secrets, files 0400 (the
 # agent gives them to the service user). Neither is copied anywhere else.
-# They arrive beside /cove in the initramfs, which switch_root frees.
+# They arrive beside /cove in the initramfs and are removed from it below.
 if [ -d /config ]; then
     mkdir -p /newroot/config
     mount -t tmpfs -o mode=0755 config /newroot/config
@@ -112,8 +112,13 @@ if [ -d /secrets ]; then
 fi
 echo "$COVE_HOSTNAME" > /newroot/proc/sys/kernel/hostname
 
+# The root moves over the initramfs and the agent starts chrooted into it, as switch_root
+# does, but without switch_root: under TCG it delayed the agent's start by ~0.1 s. What of
+# the initramfs is no longer needed goes first (the rest, busybox, ~2 MiB, stays hidden).
+rm -rf /lib/modules /cove /config /secrets
+cd /newroot && mount --move . / || fail "cannot move the root over the initramfs"
 # The agent brings up the network itself (ioctls: no process per address and route). It is
 # imported from its zip, as bytecode; -c and an import, not a script path, for that.
-exec switch_root /newroot /usr/bin/python3 -S -B \
+exec chroot . /usr/bin/python3 -S -B \
     -c 'import sys; sys.path[0] = "/cove/agent.zip"; from cove.guest import agent; agent.main()'
 
