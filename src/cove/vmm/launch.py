@@ -98,7 +98,9 @@ class Launcher:
         if not calls:
             return
         deadline = asyncio.get_running_loop().time() + SOCKET_TIMEOUT
-        while not self.paths.api.exists():
+        while not await self._api_listening():
+            # (the socket file appears at bind(), a moment before listen(): connecting in
+            # between is refused, so the wait is for a connection, not for the file)
             if not alive():
                 raise CoveError(f"{self.binary} exited before its API socket appeared")
             if asyncio.get_running_loop().time() > deadline:
@@ -106,6 +108,16 @@ class Launcher:
                                 f"within {SOCKET_TIMEOUT:.0f} s")
             await asyncio.sleep(0.01)
         await RestClient(self.paths.api, self.plan.hypervisor).run(calls)
+
+    async def _api_listening(self) -> bool:
+        try:
+            _reader, writer = await asyncio.open_unix_connection(str(self.paths.api))
+        except OSError:  # not there yet, or not listening yet
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     def agent_connector(self) -> Connector:
         return hybrid_connector(self.paths.vsock, AGENT_VSOCK_PORT)
