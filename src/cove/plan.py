@@ -264,6 +264,12 @@ def network_env(spec: Spec) -> dict[str, str]:
     return env
 
 
+def shared_busybox(spec: Spec) -> dict[str, str]:
+    """A host-source root carries the host's busybox-static, the very binary the initramfs
+    has: /init lets the root use the initramfs's copy (see init.sh)."""
+    return {"COVE_SHARED_BUSYBOX": "/usr/bin/busybox"} if spec.source is Source.HOST else {}
+
+
 def segment_mac(name: str) -> str:
     """A stable, locally administered MAC for a VM's stack NIC (0a:c5: never a vendor's)."""
     digest = hashlib.sha256(f"segment/{name}".encode()).digest()
@@ -309,7 +315,7 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         cmdline=kernel_cmdline(host.accel.accel, host.tsc_khz, spec.kernel.cmdline),
         ports=spec.ports,
         init_env={"COVE_HOSTNAME": spec.name, "COVE_ROOT_SERIAL": ROOT_SERIAL,
-                  "COVE_ROOT_FS": ROOT_FS, **network_env(spec)},
+                  "COVE_ROOT_FS": ROOT_FS, **network_env(spec), **shared_busybox(spec)},
         agent_config=with_nix_path(agent_config(spec, with_services, transport,
                                                 choice.hypervisor), nix_outputs),
         shares=shares,

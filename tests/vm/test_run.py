@@ -75,6 +75,24 @@ def test_command_sees_guest_not_host(plain_spec: Path) -> None:
     assert uid == "0"
 
 
+def test_the_guest_root_as_init_leaves_it(plain_spec: Path) -> None:
+    """/etc/hosts is cove's (no copy-up of the image's), the network is up without `ip`
+    (the agent's ioctls: loopback, address, default route), the agent runs from its zip,
+    nothing of the delivery is left in /cove, and the root's busybox is the initramfs's."""
+    script = ("cat /etc/hosts; echo ---; cat /proc/net/route; echo ---; ls /cove; echo ---; "
+              "grep -c ' /usr/bin/busybox ' /proc/mounts; echo ---; "
+              "cat /sys/class/net/lo/operstate /sys/class/net/eth0/operstate")
+    result = subprocess.run(cove_argv("run", str(plain_spec), "--", "sh", "-c", script),
+                            capture_output=True, text=True, timeout=120, check=True)
+    hosts, routes, cove_dir, busybox, links = result.stdout.split("---\n")
+    assert hosts.splitlines() == ["127.0.0.1\tlocalhost", "::1\tlocalhost", "127.0.1.1\thello"]
+    default = [line.split() for line in routes.splitlines()[1:] if line.split()[1] == "00000000"]
+    assert default and default[0][0] == "eth0" and default[0][2] == "0202000A"  # via 10.0.2.2
+    assert cove_dir.split() == ["agent.zip", "config.json"]
+    assert busybox.strip() == "1"
+    assert links.split() == ["unknown", "up"]  # (loopback has no carrier state: "unknown")
+
+
 def test_guest_python_uses_the_images_bytecode(plain_spec: Path) -> None:
     """Every file in the image has one fixed mtime: its .pyc files must match it, or each
     boot compiles the stdlib a service imports again."""
