@@ -8,14 +8,13 @@ from typing import Any
 
 from cove.home import cove_home
 from cove.image.cache import Cache
-from cove.image.initramfs import build_initramfs
 from cove.image.kernel import KernelArtifact, get_kernel, load_artifact
-from cove.image.modules import FEATURES, modules_to_load, normalize, read_dep_table
-from cove.image.rootfs import RootImage, build_host_root
-from cove.image.sources.debian import build_debian_root
-from cove.image.sources.nix import closure_image, nix_build
+from cove.image.rootfs import RootImage
 from cove.image.stamp import record_artifacts, recorded_artifacts
 from cove.spec.model import Source, Spec, StoreMode
+
+# What builds (initramfs, modules, root sources) is imported in build_fresh: an unchanged
+# spec, the common case of `up` and `run`, is answered from the stamp without it.
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,10 @@ def build_artifacts(spec: Spec, cache: Cache | None = None) -> Artifacts:
 
 
 def build_fresh(spec: Spec, cache: Cache) -> Artifacts:
+    from cove.image.initramfs import build_initramfs
+    from cove.image.modules import FEATURES, modules_to_load, normalize, read_dep_table
+    from cove.image.sources.nix import closure_image, nix_build
+
     kernel = get_kernel(spec.kernel, cache)
     # every module a plan may ask for that this kernel has: one initramfs serves all plans
     # of this kernel (a plan that needs a module the kernel lacks is refused by make_plan)
@@ -79,6 +82,9 @@ def build_fresh(spec: Spec, cache: Cache) -> Artifacts:
 
 
 def build_root(spec: Spec, cache: Cache) -> RootImage:
+    from cove.image.rootfs import build_host_root
+    from cove.image.sources.debian import build_debian_root
+
     if spec.source is Source.DEBIAN:
         path, packages = build_debian_root(spec.suite, spec.mirror, spec.packages, cache,
                                            spec.keep)

@@ -14,7 +14,6 @@ import lzma
 import marshal
 import os
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -80,6 +79,8 @@ def agent_zip(sources: dict[str, bytes]) -> bytes:
     file into the root instead of forty (a file created costs ~1 ms under TCG), and Python
     imports from it with zipimport, which is built in. Fixed times: the same bytes each
     build."""
+    import zipfile  # (only when the initramfs is built)
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
         for name, data in sorted(sources.items()):
