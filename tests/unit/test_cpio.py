@@ -35,7 +35,8 @@ def test_config_archive_concatenates(tmp_path: Path) -> None:
     writer.file("base", b"1")
     writer.close()
     boot = BootConfig({"name": "x"}, {"COVE_IP": "10.0.2.15/24"}, ("virtio.ko",),
-                      ("disk cove-vol0 /data ext4",), {"secrets/token": b"s3cret", "nix-db": b"db"})
+                      ("disk cove-vol0 /data ext4",),
+                      {"secrets/token": b"s3cret", "cove/nix-db": b"db"})
     data = first.getvalue() + config_archive(boot)
     listing = subprocess.run(["cpio", "-t", "--quiet"], input=data, capture_output=True,
                              check=True).stdout.decode().split()

@@ -46,3 +46,10 @@ def test_the_stack_nic_is_found_by_its_mac(tmp_path: Path) -> None:
     assert nic_with_mac("0A:C5:01:02:03:04", str(tmp_path)) == "eth1"
     with pytest.raises(NetworkError, match="no NIC with the stack segment's MAC"):
         nic_with_mac("0a:c5:ff:ff:ff:ff", str(tmp_path))
+
+
+def test_a_new_mac_is_the_kernels_ifreq_with_an_ethernet_sockaddr() -> None:
+    """SIOCSIFHWADDR's argument (a restore gives each clone its own MAC through it)."""
+    mac = bytes.fromhex("0ac501020304")
+    assert ifreq("eth0", struct.pack("@H", 1) + mac) == \
+        struct.pack("16sH14s8x", b"eth0", 1, mac)

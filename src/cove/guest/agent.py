@@ -172,10 +172,11 @@ class Agent:
         if not isinstance(argv, list) or not argv:
             raise ValueError("exec needs a non-empty argv")
         env = {**BASE_ENV, **self.config.get("env", {}), **frame.get("env", {})}  # type: ignore[dict-item]
-        from .users import lookup_user
+        user = None
+        if frame.get("user"):
+            from .users import lookup_user
 
-        user = lookup_user(str(frame["user"])) if frame.get("user") else None
-        if user is not None:
+            user = lookup_user(str(frame["user"]))
             env["HOME"], env["USER"] = user[2], str(frame["user"])
         channel = self.next_channel
         self.next_channel += 1

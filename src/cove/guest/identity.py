@@ -13,12 +13,10 @@ import fcntl
 import time
 
 from .lean import exists, os
+from .netconf import NetworkError, configured
 
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07): reseed the CRNG now, from the pool
-SIOCGIFADDR = 0x8915
-SIOCSIFHWADDR = 0x8924
-ARPHRD_ETHER = 1
 ETH_P_ARP = 0x0806
 
 
@@ -70,32 +68,20 @@ def mac_argvs(mac: str, gateway: str) -> list[list[str]]:
 
 
 def set_mac_live(ifname: str, mac: bytes) -> bool:
-    """A new MAC on a link that stays up (virtio-net takes it through its control queue),
-    so routes and connections stay and no command runs; False where the driver refuses."""
-    import _socket
-
-    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    """A new MAC on a link that stays up, so routes and connections stay and no command
+    runs; False where the driver refuses."""
     try:
-        fcntl.ioctl(sock.fileno(), SIOCSIFHWADDR,
-                    struct.pack("16sH14s8x", ifname.encode(), ARPHRD_ETHER, mac))
-    except OSError:
+        configured(lambda conf: conf.hardware_address(ifname, mac))
+    except NetworkError:
         return False
-    finally:
-        sock.close()
     return True
 
 
 def ipv4_address(ifname: str) -> bytes | None:
-    import _socket
-
-    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
-        reply = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("16s24x", ifname.encode()))
-    except OSError:
+        return configured(lambda conf: conf.ipv4_address(ifname))
+    except NetworkError:
         return None
-    finally:
-        sock.close()
-    return reply[20:24]
 
 
 def arp_announcement(mac: bytes, address: bytes) -> bytes:

@@ -14,11 +14,21 @@ import fcntl
 
 from .lean import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+SIOCGIFADDR = 0x8915
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 SIOCSIFADDR = 0x8916
 SIOCSIFNETMASK = 0x891C
 SIOCADDRT = 0x890B
+SIOCSIFHWADDR = 0x8924
+ARPHRD_ETHER = 1
 IFF_UP = 0x1
 RTF_UP = 0x1
 RTF_GATEWAY = 0x2
@@ -94,6 +104,25 @@ class Configurator:
     def default_route(self, gateway: str) -> None:
         self.ioctl(SIOCADDRT, rtentry(gateway), f"cannot add the default route via {gateway}")
 
+    def hardware_address(self, name: str, mac: bytes) -> None:
+        """A new MAC on a link that may stay up (virtio-net takes it through its control
+        queue; another driver may refuse: NetworkError)."""
+        self.ioctl(SIOCSIFHWADDR, ifreq(name, struct.pack("@H", ARPHRD_ETHER) + mac),
+                   f"cannot give {name} a new MAC")
+
+    def ipv4_address(self, name: str) -> bytes:
+        reply = self.ioctl(SIOCGIFADDR, ifreq(name), f"{name} has no IPv4 address")
+        return reply[IFNAMSIZ + 4:IFNAMSIZ + 8]  # (sockaddr_in: family, port, address)
+
+
+def configured(action: Callable[[Configurator], T]) -> T:
+    """`action` with a Configurator that is closed afterwards, whatever happens."""
+    conf = Configurator()
+    try:
+        return action(conf)
+    finally:
+        conf.close()
+
 
 def nic_with_mac(mac: str, root: str = SYS_NET) -> str:
     """The interface whose MAC is `mac` (NIC order is not an ABI; cove chose the MAC)."""
@@ -109,17 +138,17 @@ def nic_with_mac(mac: str, root: str = SYS_NET) -> str:
 
 def configure(net: dict[str, str]) -> None:
     """Loopback, then eth0 (user or bridge networking), then a stack's segment NIC."""
-    conf = Configurator()
-    try:
-        conf.link_up("lo")
-        if net.get("ip"):
-            conf.address("eth0", net["ip"])
-            conf.link_up("eth0")
-            if net.get("gateway"):
-                conf.default_route(net["gateway"])
-        if net.get("seg_ip"):
-            nic = nic_with_mac(net.get("seg_mac", ""))
-            conf.address(nic, net["seg_ip"])
-            conf.link_up(nic)
-    finally:
-        conf.close()
+    configured(lambda conf: boot_network(conf, net))
+
+
+def boot_network(conf: Configurator, net: dict[str, str]) -> None:
+    conf.link_up("lo")
+    if net.get("ip"):
+        conf.address("eth0", net["ip"])
+        conf.link_up("eth0")
+        if net.get("gateway"):
+            conf.default_route(net["gateway"])
+    if net.get("seg_ip"):
+        nic = nic_with_mac(net.get("seg_mac", ""))
+        conf.address(nic, net["seg_ip"])
+        conf.link_up(nic)

@@ -170,12 +170,9 @@ class BootConfig:
     init_env: dict[str, str]
     load: tuple[str, ...] = ()  # module files, dependencies first
     mounts: tuple[str, ...] = ()  # lines for /init: KIND SOURCE TARGET OPTIONS
-    # extra files: under /cove, but config/ and secrets/ beside it (/init mounts them in
-    # their own tmpfs; /cove is copied into the root, and they must not be)
+    # extra files, by their path in the initramfs: cove/... goes into the root with the
+    # agent; config/ and secrets/ stay beside it (/init mounts each in its own tmpfs)
     files: dict[str, bytes] = field(default_factory=dict)
-
-
-DELIVERED_APART = ("config/", "secrets/")
 
 
 def config_archive(boot: BootConfig) -> bytes:
@@ -187,9 +184,8 @@ def config_archive(boot: BootConfig) -> bytes:
     writer.file("cove/load", "".join(f"{m}\n" for m in boot.load).encode(), 0o600)
     writer.file("cove/mounts", "".join(f"{m}\n" for m in boot.mounts).encode(), 0o600)
     for name, data in sorted(boot.files.items()):
-        path = name if name.startswith(DELIVERED_APART) else f"cove/{name}"
-        writer.parents(path)
-        writer.file(path, data, 0o600)
+        writer.parents(name)
+        writer.file(name, data, 0o600)
     writer.close()
     return buffer.getvalue()
 

@@ -30,12 +30,13 @@ def read_tree(root: Path, prefix: str) -> dict[str, bytes]:
 
 def delivered_files(plan: Plan) -> dict[str, bytes]:
     """The config and secrets directories, as they are now, for the per-boot archive; and a
-    Nix guest's closure registration (loaded at boot when the guest has Nix)."""
+    Nix guest's closure registration (loaded at boot when the guest has Nix). Keyed by
+    their path in that archive: what is under cove/ goes into the root with the agent."""
     files: dict[str, bytes] = {}
     if plan.nix_closure:
         from cove.image.sources.nix import dump_db
 
-        files["nix-db"] = dump_db(Path(plan.nix_root), plan.nix_closure)
+        files["cove/nix-db"] = dump_db(Path(plan.nix_root), plan.nix_closure)
     for key in ("config", "secrets"):
         source = plan.delivery.get(key)
         if source:
