@@ -25,7 +25,7 @@ from cove.image.cache import Cache
 from cove.image.cpio import CpioWriter
 from cove.image.initramfs import busybox_path, module_paths
 from cove.image.pack import ROOT_FS
-from cove.plan import HostFacts, Plan, make_plan
+from cove.plan import HostFacts, Plan, boot_modules, make_plan
 from cove.runtime.machine import Machine
 from cove.runtime.vmdir import VmDir
 from cove.spec import load_spec
@@ -63,8 +63,10 @@ exec chroot /root /usr/bin/python3 -m http.server 8080 --directory /tmp/www
 
 
 def bare_initramfs(artifacts: Artifacts, plan: Plan, out: Path, init: str = BARE_INIT) -> None:
-    """Busybox, the same modules, and an init that only runs Python (or the service)."""
-    paths = module_paths(artifacts.kernel, list(plan.modules))
+    """Busybox, the modules cove's /init loads before the root (those it leaves to later,
+    such as the power button's, a bare boot skips), and an init that only runs Python (or
+    the service)."""
+    paths = module_paths(artifacts.kernel, list(boot_modules(plan.modules)[0]))
     modules_dir = artifacts.kernel.modules
     assert modules_dir is not None
     with out.open("wb") as handle:

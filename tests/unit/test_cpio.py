@@ -17,9 +17,14 @@ def test_gnu_cpio_reads_what_we_write(tmp_path: Path) -> None:
     writer.file("a/b/file", b"hello\n", 0o640)
     writer.file("a/odd", b"x" * 5)
     writer.symlink("a/link", "b/file")
+    writer.char_device("a/null", 1, 3)
     writer.close()
     data = buffer.getvalue()
     assert len(data) % 512 == 0
+    listing = subprocess.run(["cpio", "-tv", "--quiet"], input=data, capture_output=True,
+                             check=True).stdout.decode()
+    null = next(line.split() for line in listing.splitlines() if line.endswith("a/null"))
+    assert null[0] == "crw-rw-rw-" and null[4:6] == ["1,", "3"], null
     out = tmp_path / "out"
     out.mkdir()
     subprocess.run(["cpio", "-idm", "--quiet"], input=data, cwd=out, check=True)
@@ -34,9 +39,9 @@ def test_config_archive_concatenates(tmp_path: Path) -> None:
     writer = CpioWriter(first)
     writer.file("base", b"1")
     writer.close()
-    boot = BootConfig({"name": "x"}, {"COVE_IP": "10.0.2.15/24"}, ("virtio.ko",),
-                      ("disk cove-vol0 /data ext4",),
-                      {"secrets/token": b"s3cret", "cove/nix-db": b"db"})
+    boot = BootConfig({"name": "x"}, {"COVE_IP": "10.0.2.15/24"}, load=("virtio.ko",),
+                      later=("evdev.ko",), mounts=("disk cove-vol0 /data ext4",),
+                      files={"secrets/token": b"s3cret", "cove/nix-db": b"db"})
     data = first.getvalue() + config_archive(boot)
     listing = subprocess.run(["cpio", "-t", "--quiet"], input=data, capture_output=True,
                              check=True).stdout.decode().split()
@@ -45,7 +50,8 @@ def test_config_archive_concatenates(tmp_path: Path) -> None:
     second = subprocess.run(["cpio", "-t", "--quiet"], input=data[len(first.getvalue()):],
                             capture_output=True, check=True).stdout.decode().split()
     # secrets beside /cove, never in it: /init copies /cove into the root
-    assert second == ["cove/config.json", "cove/init.env", "cove/load", "cove/mounts",
+    assert second == ["cove/config.json", "cove/init.env", "cove/load", "cove/later",
+                      "cove/mounts",
                       "cove", "cove/nix-db", "secrets", "secrets/token"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,41 @@ def test_an_unchanged_spec_takes_its_artifacts_from_the_stamp(
     monkeypatch.setattr(build, "build_fresh", no_build)
     assert build.build_artifacts(spec) == first
     assert first.initramfs.exists() and first.root.path.exists()
+
+
+def test_late_modules_load_after_the_agent_and_the_power_button_stops_it(
+        cove_home: Path, tmp_path: Path) -> None:
+    """The power button's and the balloon's modules are not loaded before the root: /init's
+    background half loads them once the agent runs, at the lowest priority, and tells the
+    agent, which then watches the new input device: QEMU's power button stops the guest."""
+    spec_dir = write_spec(tmp_path / "late", 'name = "late"\npackages = ["python3"]\n'
+                          'network = "none"\n')
+    wait_for_modules = ("for i in $(seq 100); do [ \"$(grep -c -e '^evdev ' -e '^button ' "
+                        "-e '^virtio_balloon ' /proc/modules)\" = 3 ] && break; sleep 0.1; "
+                        "done; cut -d' ' -f1 /proc/modules")
+
+    async def scenario() -> tuple[str, float, str]:
+        spec = load_spec(spec_dir)
+        artifacts = build_artifacts(spec)
+        plan = make_plan(spec, HostFacts(decide_accel(spec.accel), host_tsc_khz()),
+                         artifacts.kernel)
+        assert {"button", "evdev", "virtio_balloon"} <= set(plan.modules)
+        vm_dir = VmDir.for_name(plan.name)
+        async with Machine(plan, artifacts, vm_dir, ignore) as machine:
+            await machine.start(cold=True)
+            output: list[bytes] = []
+            await machine.exec(["sh", "-c", wait_for_modules],
+                               lambda _fd, data: output.append(data))
+            await asyncio.sleep(0.5)  # the signal after the last module reaches the agent
+            assert machine.process is not None
+            began = time.monotonic()
+            assert await machine.launcher.power_button()
+            await asyncio.wait_for(machine.process.wait(), 30)
+            return b"".join(output).decode(), time.monotonic() - began, \
+                vm_dir.sockets.console_log.read_text(errors="replace")
+
+    modules, stopped_in, console = asyncio.run(scenario())
+    assert {"evdev", "button", "virtio_balloon"} <= set(modules.split()), modules
+    assert "erofs" not in modules.split()  # only a Nix store image needs it
+    assert "power button pressed" in console, console[-2000:]
+    assert stopped_in < 20

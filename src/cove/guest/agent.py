@@ -93,7 +93,11 @@ class Agent:
         self.reactor.on_signal(signal.SIGTERM, self.shutdown)
         self.reactor.on_signal(signal.SIGINT, self.shutdown)  # also Ctrl-Alt-Del (Firecracker)
         self.in_vm = os.getpid() == 1  # outside a VM (tests) leave the machine's devices be
+        self.power_devices: set[str] = set()
         if self.in_vm:
+            # /init's background half loads the button's modules and then signals (the
+            # handler first, so that no load falls between the look and the handler)
+            self.reactor.on_signal(signal.SIGUSR1, self.watch_power_button)
             self.watch_power_button()
 
     # -- host channel ---------------------------------------------------------------
@@ -315,6 +319,9 @@ class Agent:
         except FileNotFoundError:
             return
         for name in names:
+            if name in self.power_devices:
+                continue
+            self.power_devices.add(name)
             fd = os.open(f"/dev/input/{name}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             self.reactor.watch(fd, 1, self._power_reader(fd))
 

@@ -20,10 +20,11 @@ class CpioWriter:
         self.inode = 1
         self.names: set[str] = set()
 
-    def _entry(self, name: str, mode: int, data: bytes, *, nlink: int = 1) -> None:
+    def _entry(self, name: str, mode: int, data: bytes, *, nlink: int = 1,
+               rdev: tuple[int, int] = (0, 0)) -> None:
         name = name.strip("/") or "."
         encoded = name.encode() + b"\0"
-        fields = [self.inode, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0,
+        fields = [self.inode, mode, 0, 0, nlink, 0, len(data), 0, 0, *rdev,
                   len(encoded), 0]
         header = b"070701" + b"".join(f"{value:08X}".encode() for value in fields)
         self.out.write(header + encoded + _pad4(len(header) + len(encoded)))
@@ -39,6 +40,9 @@ class CpioWriter:
 
     def symlink(self, name: str, target: str) -> None:
         self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def char_device(self, name: str, major: int, minor: int, mode: int = 0o666) -> None:
+        self._entry(name, stat.S_IFCHR | mode, b"", rdev=(major, minor))
 
     def parents(self, name: str) -> None:
         """Add any missing parent directories of `name`."""

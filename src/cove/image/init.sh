@@ -1,8 +1,9 @@
 #!/bin/busybox sh
 # cove's guest /init: load modules, mount the root image under a tmpfs overlay,
 # configure the network, then hand PID 1 to the guest agent.
-/bin/busybox --install -s /bin
+# `/init later CMDLINE`: the background half, which /init starts itself (see the end).
 export PATH=/bin
+[ "$1" = later ] || /bin/busybox --install -s /bin
 
 fail() {
     echo "cove-init: error: $*"  # (stdout is the console: /dev may have moved already)
@@ -10,24 +11,45 @@ fail() {
     poweroff -f
 }
 
-mount -t devtmpfs dev /dev
-mount -t proc proc /proc
-mount -t sysfs sys /sys
+warn() {
+    echo "cove-init: warning: $*"
+}
+
+# load_modules LIST CMDLINE ON_FAILURE
 # The kernel gives the command line's MODULE.PARAM=VALUE entries only to built-in code;
 # modules loaded here get theirs as modprobe would pass them (Firecracker without ACPI
 # describes its devices as virtio_mmio.device=...). A parameter a module lacks is ignored
 # by the kernel with a warning. No subshells: each fork costs milliseconds under TCG.
+load_modules() {
+    set -f  # the words are parameters, never globs
+    while read -r module; do
+        name="${module%.ko}"
+        params=""
+        for word in $2; do
+            case "$word" in "$name".*=*) params="$params ${word#"$name".}" ;; esac
+        done
+        insmod "/lib/modules/$module" $params || "$3" "cannot load kernel module $module"
+    done < "$1"
+    set +f
+}
+
+if [ "$1" = later ]; then
+    # The modules nothing waits for (power button, balloon), at the lowest priority while
+    # the agent and the services start; then what of the initramfs the root no longer
+    # needs (about 2 MiB stays, hidden: busybox and this script). The root was moved over
+    # this initramfs meanwhile, but this process keeps seeing the initramfs as its root.
+    renice -n 19 -p $$  # (busybox has no `nice`)
+    load_modules /cove/later "$2" warn
+    rm -rf /lib/modules /cove /config /secrets
+    kill -USR1 1  # the agent: watch the power button, which may have appeared now
+    exit 0
+fi
+
+mount -t devtmpfs dev /dev
+mount -t proc proc /proc
+mount -t sysfs sys /sys
 read -r cmdline < /proc/cmdline
-set -f  # the words are parameters, never globs
-while read -r module; do
-    name="${module%.ko}"
-    params=""
-    for word in $cmdline; do
-        case "$word" in "$name".*=*) params="$params ${word#"$name".}" ;; esac
-    done
-    insmod "/lib/modules/$module" $params || fail "cannot load kernel module $module"
-done < /cove/load
-set +f
+load_modules /cove/load "$cmdline" fail
 . /cove/init.env
 
 # Disks are found by the serial cove gave them (drive order is not stable everywhere).
@@ -113,10 +135,11 @@ if [ -d /secrets ]; then
 fi
 echo "$COVE_HOSTNAME" > /newroot/proc/sys/kernel/hostname
 
+# The rest of the modules load in the background, at the lowest priority (see the top):
+# mostly while the agent's Python waits for the root image's blocks.
+/init later "$cmdline" &
 # The root moves over the initramfs and the agent starts chrooted into it, as switch_root
-# does, but without switch_root: under TCG it delayed the agent's start by ~0.1 s. What of
-# the initramfs is no longer needed goes first (the rest, busybox, ~2 MiB, stays hidden).
-rm -rf /lib/modules /cove /config /secrets
+# does, but without switch_root: under TCG it delayed the agent's start by ~0.1 s.
 # A host-source root's busybox is this initramfs's own binary: the root gets this one (a
 # bind mount), already loaded and already translated by QEMU, so a service's first `sh -c`
 # does not decompress 2 MiB from the image (~45 ms of a cold start under TCG).

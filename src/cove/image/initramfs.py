@@ -144,6 +144,9 @@ def build_initramfs(kernel: KernelArtifact, modules: list[str], cache: Cache) ->
             for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "lower", "rw",
                               "newroot", "cove"):
                 writer.directory(directory)
+            # under the devtmpfs until /init moves that into the root; then /init's
+            # background half (a shell's `&` opens /dev/null) finds this one
+            writer.char_device("dev/null", 1, 3)
             writer.file("bin/busybox", busybox.read_bytes(), 0o755)
             writer.file("init", init_script(), 0o755)
             writer.file("fstab", FSTAB)
@@ -169,6 +172,7 @@ class BootConfig:
     agent: dict[str, object]
     init_env: dict[str, str]
     load: tuple[str, ...] = ()  # module files, dependencies first
+    later: tuple[str, ...] = ()  # module files loaded in the background once the agent runs
     mounts: tuple[str, ...] = ()  # lines for /init: KIND SOURCE TARGET OPTIONS
     # extra files, by their path in the initramfs: cove/... goes into the root with the
     # agent; config/ and secrets/ stay beside it (/init mounts each in its own tmpfs)
@@ -182,6 +186,7 @@ def config_archive(boot: BootConfig) -> bytes:
     writer.file("cove/config.json", json.dumps(boot.agent).encode(), 0o600)
     writer.file("cove/init.env", render_env(boot.init_env).encode(), 0o600)
     writer.file("cove/load", "".join(f"{m}\n" for m in boot.load).encode(), 0o600)
+    writer.file("cove/later", "".join(f"{m}\n" for m in boot.later).encode(), 0o600)
     writer.file("cove/mounts", "".join(f"{m}\n" for m in boot.mounts).encode(), 0o600)
     for name, data in sorted(boot.files.items()):
         writer.parents(name)
@@ -192,6 +197,13 @@ def config_archive(boot: BootConfig) -> bytes:
 
 def load_order(kernel: KernelArtifact, modules: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(module_file(p) for p in module_paths(kernel, list(modules)))
+
+
+def later_order(kernel: KernelArtifact, later: tuple[str, ...],
+                loaded: tuple[str, ...]) -> tuple[str, ...]:
+    """Module files for `later`, without those already `loaded` at boot (their dependencies
+    such as virtio are)."""
+    return tuple(name for name in load_order(kernel, later) if name not in loaded)
 
 
 def shell_quote(value: str) -> str:

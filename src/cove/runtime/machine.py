@@ -21,9 +21,9 @@ from cove.errors import CoveError
 from cove.fsutil import write_atomic, write_json
 from cove.image.build import Artifacts, artifacts_to_json
 from cove.image.gc import BOOT_RECORD
-from cove.image.initramfs import BootConfig, load_order, write_initrd
+from cove.image.initramfs import BootConfig, later_order, load_order, write_initrd
 from cove.image.sources.nix import add_gc_roots, remove_gc_roots
-from cove.plan import Plan
+from cove.plan import Plan, boot_modules
 from cove.runtime.agent_client import AgentClient, AgentError, Frame, greeted
 from cove.runtime.forward import Activity, Forwards, check_ports_free
 from cove.runtime.network import attach, detach
@@ -73,8 +73,10 @@ def boot_config(plan: Plan, artifacts: Artifacts, env: dict[str, str],
                 delivered: dict[str, bytes]) -> BootConfig:
     """Read at every boot: changed config or secrets need no image rebuild."""
     init_env = {**plan.init_env, **env}
-    return BootConfig({**plan.agent_config, "net": guest_net(init_env)}, init_env,
-                      load_order(artifacts.kernel, plan.modules), plan.guest_mounts, delivered)
+    now, later = boot_modules(plan.modules)
+    load = load_order(artifacts.kernel, now)
+    return BootConfig({**plan.agent_config, "net": guest_net(init_env)}, init_env, load,
+                      later_order(artifacts.kernel, later, load), plan.guest_mounts, delivered)
 
 
 def guest_net(init_env: dict[str, str]) -> dict[str, str]:
