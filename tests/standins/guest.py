@@ -18,6 +18,7 @@ from pathlib import Path
 
 HEADER = 110  # "070701" and 13 eight-digit hex fields
 AGENT_PORT = 1024
+AGENT_CONFIG = "upper/cove/config.json"  # in the per-boot archive (cove.image.initramfs)
 
 
 def initrd_files(data: bytes) -> dict[str, bytes]:
@@ -53,7 +54,7 @@ class Guest:
 
     async def start(self) -> None:
         files = initrd_files(self.initrd.read_bytes())
-        config = json.loads(files["cove/config.json"])
+        config = json.loads(files[AGENT_CONFIG])
         # the same agent, its channel a unix socket instead of vsock (no vhost-vsock here)
         config.update(transport="unix", unix_path=str(self.socket))
         config_path = self.workdir / "agent-config.json"

@@ -41,7 +41,7 @@ def test_config_archive_concatenates(tmp_path: Path) -> None:
     writer.close()
     boot = BootConfig({"name": "x"}, {"COVE_IP": "10.0.2.15/24"}, load=("virtio.ko",),
                       later=("evdev.ko",), mounts=("disk cove-vol0 /data ext4",),
-                      files={"secrets/token": b"s3cret", "cove/nix-db": b"db"})
+                      files={"secrets/token": b"s3cret", "upper/cove/nix-db": b"db"})
     data = first.getvalue() + config_archive(boot)
     listing = subprocess.run(["cpio", "-t", "--quiet"], input=data, capture_output=True,
                              check=True).stdout.decode().split()
@@ -49,10 +49,10 @@ def test_config_archive_concatenates(tmp_path: Path) -> None:
     # GNU cpio stops at the first trailer; the kernel reads on, so check the second part too
     second = subprocess.run(["cpio", "-t", "--quiet"], input=data[len(first.getvalue()):],
                             capture_output=True, check=True).stdout.decode().split()
-    # secrets beside /cove, never in it: /init copies /cove into the root
-    assert second == ["cove/config.json", "cove/init.env", "cove/load", "cove/later",
-                      "cove/mounts",
-                      "cove", "cove/nix-db", "secrets", "secrets/token"]
+    # secrets never under upper/, the root's upper layer: /init mounts them in a tmpfs
+    assert second == ["upper/cove/config.json", "cove/init.env", "cove/load", "cove/later",
+                      "cove/mounts", "secrets", "secrets/token", "upper", "upper/cove",
+                      "upper/cove/nix-db"]
 
 
 def test_env_file_quotes_for_sh() -> None:

@@ -53,15 +53,16 @@ load_modules /cove/load "$cmdline" fail
 . /cove/init.env
 
 # Disks are found by the serial cove gave them (drive order is not stable everywhere).
+# find_disk SERIAL [ROOT]: sets $disk; ROOT is where /sys and /dev are (/newroot later).
 disk=""
 find_disk() {
     tries=0
     while [ "$tries" -lt 100 ]; do
-        for block in /sys/block/vd*; do
+        for block in "$2"/sys/block/vd*; do
             serial=""
             read -r serial < "$block/serial" 2>/dev/null  # (no newline at its end)
             if [ "$serial" = "$1" ]; then
-                disk="/dev/${block##*/}"
+                disk="$2/dev/${block##*/}"
                 return 0
             fi
         done
@@ -71,7 +72,8 @@ find_disk() {
     fail "no disk with serial $1"
 }
 
-# Shares and volumes, one per line: KIND SOURCE TARGET OPTIONS
+# Shares and volumes, one per line: KIND SOURCE TARGET OPTIONS (once /dev and /sys are
+# the root's)
 mount_all() {
     while read -r kind source target options; do
         mkdir -p "/newroot$target"
@@ -79,7 +81,7 @@ mount_all() {
             virtiofs) mount -t virtiofs -o "$options" "$source" "/newroot$target" ;;
             9p) mount -t 9p -o "trans=virtio,version=9p2000.L,$options" "$source" \
                     "/newroot$target" ;;
-            disk) find_disk "$source"; mount -t "$options" "$disk" "/newroot$target" ;;
+            disk) find_disk "$source" /newroot; mount -t "$options" "$disk" "/newroot$target" ;;
             overlay) mkdir -p "/newroot$target.rw" &&
                 mount -t tmpfs -o mode=0755 store-rw "/newroot$target.rw" &&
                 mkdir -p "/newroot$target.rw/upper" "/newroot$target.rw/work" &&
@@ -98,24 +100,36 @@ write_hosts() {
     done
 }
 
+# What cove writes into the root goes straight into the overlay's upper layer, /upper,
+# which came in the initramfs with the agent's zip and config: written through the overlay,
+# a file is first copied up from the image (a block of the image decompressed), and each
+# file created costs the overlay's bookkeeping.
+write_hosts > /upper/etc/hosts
+[ -z "$COVE_IP" ] || echo "nameserver $COVE_DNS" > /upper/etc/resolv.conf
+upper=/upper
+case " $cmdline " in *" root="* | *" rootfstype="*)
+    # The kernel makes the initramfs a ramfs then, not a tmpfs, and overlayfs wants
+    # xattrs of its upper layer: a tmpfs instead (as kvmtool, which adds root=, boots).
+    mount -t tmpfs -o mode=0755 rw /rw && cp -a /upper /rw/ && mkdir /rw/work ||
+        fail "cannot make a tmpfs for the root's upper layer"
+    upper=/rw/upper ;;
+esac
+# One `mount -a` for the root image, the overlay, /dev /proc /sys (moved), /tmp, /run,
+# /dev/pts, /dev/shm and the busybox bind: every command is a fork and most an exec of
+# busybox, milliseconds each under TCG.
 find_disk "$COVE_ROOT_SERIAL"
-mount -t "$COVE_ROOT_FS" -o ro "$disk" /lower || fail "cannot mount the root image $disk"
-mount -t tmpfs -o mode=0755 rw /rw
-# What cove writes into the root goes straight into the overlay's upper layer, before the
-# overlay is mounted: written through it, a file is first copied up from the image (a block
-# of the image decompressed), and each file created costs the overlay's bookkeeping.
-# One mkdir for every directory, one mount for all the system filesystems (/fstab): each
-# command is a fork, milliseconds under TCG.
-mkdir -p /rw/work /rw/upper/etc /rw/upper/cove /rw/upper/proc /rw/upper/sys /rw/upper/dev \
-    /rw/upper/tmp /rw/upper/run /dev/pts /dev/shm
-cp -a /cove/agent.zip /cove/config.json /rw/upper/cove/  # (init.env, load, mounts: init's)
-[ ! -e /cove/nix-db ] || cp -a /cove/nix-db /rw/upper/cove/
-write_hosts > /rw/upper/etc/hosts
-[ -z "$COVE_IP" ] || echo "nameserver $COVE_DNS" > /rw/upper/etc/resolv.conf
-mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work root /newroot \
-    || fail "cannot mount the root overlay"
-mount_all  # (before /dev and /sys move: volumes are found there)
-mount -a -T /fstab || fail "cannot mount /dev, /proc, /sys, /tmp and /run in the root"
+mkdir -p /dev/pts /dev/shm
+{
+    echo "$disk /lower $COVE_ROOT_FS ro 0 0"
+    echo "root /newroot overlay lowerdir=/lower,upperdir=$upper,workdir=${upper%upper}work 0 0"
+    while read -r line; do echo "$line"; done < /fstab
+    # A host-source root's busybox is this initramfs's own binary: the root gets this one,
+    # already loaded and already translated by QEMU, so a service's first `sh -c` does not
+    # decompress 2 MiB from the image (~45 ms of a cold start under TCG).
+    [ -z "$COVE_SHARED_BUSYBOX" ] || echo "/bin/busybox /newroot$COVE_SHARED_BUSYBOX none bind 0 0"
+} > /fstab.boot
+mount -a -T /fstab.boot || fail "cannot mount the root image $disk and the system filesystems"
+mount_all
 
 # Config: a read-only tmpfs at /config. Secrets: a tmpfs at /run/secrets, files 0400 (the
 # agent gives them to the service user). Neither is copied anywhere else.
@@ -140,12 +154,6 @@ echo "$COVE_HOSTNAME" > /newroot/proc/sys/kernel/hostname
 /init later "$cmdline" &
 # The root moves over the initramfs and the agent starts chrooted into it, as switch_root
 # does, but without switch_root: under TCG it delayed the agent's start by ~0.1 s.
-# A host-source root's busybox is this initramfs's own binary: the root gets this one (a
-# bind mount), already loaded and already translated by QEMU, so a service's first `sh -c`
-# does not decompress 2 MiB from the image (~45 ms of a cold start under TCG).
-if [ -n "$COVE_SHARED_BUSYBOX" ] && [ -f "/newroot$COVE_SHARED_BUSYBOX" ]; then
-    mount --bind /bin/busybox "/newroot$COVE_SHARED_BUSYBOX"
-fi
 cd /newroot && mount --move . / || fail "cannot move the root over the initramfs"
 # The agent brings up the network itself (ioctls: no process per address and route). It is
 # imported from its zip, as bytecode; -c and an import, not a script path, for that.

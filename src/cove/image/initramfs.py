@@ -40,7 +40,11 @@ run /newroot/run tmpfs mode=0755 0 0
 devpts /newroot/dev/pts devpts defaults 0 0
 shm /newroot/dev/shm tmpfs mode=1777 0 0
 """
-AGENT_ZIP = "cove/agent.zip"  # /init puts it at /cove/agent.zip in the root: see init.sh
+# The root's overlay takes this directory of the initramfs as its upper layer (init.sh):
+# what is under it appears in the root, the agent's zip at /cove/agent.zip.
+ROOT_UPPER = "upper"
+AGENT_ZIP = f"{ROOT_UPPER}/cove/agent.zip"
+UPPER_DIRS = ("etc", "cove", "proc", "sys", "dev", "tmp", "run")
 
 
 def agent_sources() -> dict[str, bytes]:
@@ -136,14 +140,17 @@ def build_initramfs(kernel: KernelArtifact, modules: list[str], cache: Cache) ->
     key = content_key(["initramfs", kernel.version, paths, file_digest(busybox),
                        sys.implementation.cache_tag,
                        {name: content_key(data.decode()) for name, data in sources.items()},
-                       content_key(init_script().decode()), content_key(FSTAB.decode())])
+                       content_key(init_script().decode()), content_key(FSTAB.decode()),
+                       ROOT_UPPER, UPPER_DIRS])
 
     def build(out: Path) -> None:
         with (out / "initramfs.cpio").open("wb") as handle:
             writer = CpioWriter(handle)
             for directory in ("bin", "dev", "proc", "sys", "lib", "lib/modules", "lower", "rw",
-                              "newroot", "cove"):
+                              "newroot", "cove", "work", ROOT_UPPER):
                 writer.directory(directory)
+            for directory in UPPER_DIRS:
+                writer.directory(f"{ROOT_UPPER}/{directory}")
             # under the devtmpfs until /init moves that into the root; then /init's
             # background half (a shell's `&` opens /dev/null) finds this one
             writer.char_device("dev/null", 1, 3)
@@ -174,8 +181,8 @@ class BootConfig:
     load: tuple[str, ...] = ()  # module files, dependencies first
     later: tuple[str, ...] = ()  # module files loaded in the background once the agent runs
     mounts: tuple[str, ...] = ()  # lines for /init: KIND SOURCE TARGET OPTIONS
-    # extra files, by their path in the initramfs: cove/... goes into the root with the
-    # agent; config/ and secrets/ stay beside it (/init mounts each in its own tmpfs)
+    # extra files, by their path in the initramfs: upper/... is in the root (upper/cove/...
+    # beside the agent); config/ and secrets/ are not (/init mounts each in its own tmpfs)
     files: dict[str, bytes] = field(default_factory=dict)
 
 
@@ -183,7 +190,7 @@ def config_archive(boot: BootConfig) -> bytes:
     """The per-VM archive appended to the base initramfs."""
     buffer = io.BytesIO()
     writer = CpioWriter(buffer)
-    writer.file("cove/config.json", json.dumps(boot.agent).encode(), 0o600)
+    writer.file(f"{ROOT_UPPER}/cove/config.json", json.dumps(boot.agent).encode(), 0o600)
     writer.file("cove/init.env", render_env(boot.init_env).encode(), 0o600)
     writer.file("cove/load", "".join(f"{m}\n" for m in boot.load).encode(), 0o600)
     writer.file("cove/later", "".join(f"{m}\n" for m in boot.later).encode(), 0o600)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from cove.errors import die
+from cove.image.initramfs import ROOT_UPPER
 from cove.plan import Drive, Plan, PlannedShare
 from cove.proc import require_tool, run
 from cove.runtime.userns import rootless_share_problem, unshare_prefix
@@ -31,12 +32,12 @@ def read_tree(root: Path, prefix: str) -> dict[str, bytes]:
 def delivered_files(plan: Plan) -> dict[str, bytes]:
     """The config and secrets directories, as they are now, for the per-boot archive; and a
     Nix guest's closure registration (loaded at boot when the guest has Nix). Keyed by
-    their path in that archive: what is under cove/ goes into the root with the agent."""
+    their path in that archive: what is under upper/ is in the root (ROOT_UPPER)."""
     files: dict[str, bytes] = {}
     if plan.nix_closure:
         from cove.image.sources.nix import dump_db
 
-        files["cove/nix-db"] = dump_db(Path(plan.nix_root), plan.nix_closure)
+        files[f"{ROOT_UPPER}/cove/nix-db"] = dump_db(Path(plan.nix_root), plan.nix_closure)
     for key in ("config", "secrets"):
         source = plan.delivery.get(key)
         if source:
