@@ -94,6 +94,24 @@ def test_the_guest_root_as_init_leaves_it(plain_spec: Path) -> None:
     assert all(int(flags, 16) & 0x1 for flags in links.split()), links
 
 
+def test_a_root_argument_moves_the_upper_layer_to_a_tmpfs(cove_home: Path,
+                                                          tmp_path: Path) -> None:
+    """With root= on the command line (kvmtool adds one) the kernel makes the initramfs a
+    ramfs, which overlayfs cannot take as its upper layer: /init mounts a tmpfs for it, and
+    the root behaves as ever (a file of the image removed stays removed)."""
+    spec = write_spec(tmp_path / "rootarg", SPEC_HEAD.format(name="rootarg")
+                      + '[kernel]\ncmdline = "root=/dev/vda"\n')
+    script = ("grep ' / overlay ' /proc/mounts; rm /etc/os-release; mkdir -p /etc/x; "
+              "echo hi > /etc/x/y; cat /etc/x/y; ls /etc/os-release 2>&1; ls /cove")
+    result = subprocess.run(cove_argv("run", str(spec), "--", "sh", "-c", script),
+                            capture_output=True, text=True, timeout=120, check=True)
+    lines = result.stdout.splitlines()
+    assert "upperdir=/rw/upper,workdir=/rw/work" in lines[0]
+    assert lines[1] == "hi"
+    assert "No such file" in lines[2]
+    assert lines[3:] == ["agent.zip", "config.json"]
+
+
 def test_guest_python_uses_the_images_bytecode(plain_spec: Path) -> None:
     """Every file in the image has one fixed mtime: its .pyc files must match it, or each
     boot compiles the stdlib a service imports again."""
