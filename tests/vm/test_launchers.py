@@ -232,3 +232,41 @@ def test_an_api_hypervisor_that_dies_at_start_is_reported(cove_home: Path, tmp_p
             return str(caught.value)
 
     assert "cloud-hypervisor exited before its API socket appeared" in asyncio.run(attempt())
+
+
+BROKEN_API = '''#!{python}
+"""A Cloud Hypervisor whose API answers every call with a 500."""
+import sys
+
+from aiohttp import web
+
+
+async def trouble(_request: web.Request) -> web.Response:
+    return web.Response(status=500, text="Server got itself in trouble")
+
+app = web.Application()
+app.router.add_route("*", "/{{tail:.*}}", trouble)
+web.run_app(app, path=sys.argv[sys.argv.index("--api-socket") + 1].removeprefix("path="),
+            print=None)
+'''
+
+
+def test_a_hypervisor_whose_api_fails_is_not_left_running(cove_home: Path, tmp_path: Path,
+                                                          standins: Path) -> None:
+    """The boot call fails, and so does every graceful stop (power button, shutdown): the
+    process is still killed when the Machine is left, never orphaned."""
+    broken = standins / "bin" / "cloud-hypervisor"
+    broken.write_text(BROKEN_API.format(python=sys.executable))
+    plan, artifacts = plan_on_kvm(tmp_path, Hypervisor.CLOUD_HYPERVISOR)
+
+    async def attempt() -> tuple[str, int | None]:
+        async with Machine(plan, artifacts, VmDir.for_name(plan.name), ignore) as machine:
+            with pytest.raises(CoveError) as caught:
+                await machine.start(cold=True)
+            process = machine.process
+        assert process is not None
+        return str(caught.value), process.returncode
+
+    message, code = asyncio.run(attempt())
+    assert "refused PUT /api/v1/vm.create: Server got itself in trouble" in message
+    assert code is not None  # exited (killed), not left behind

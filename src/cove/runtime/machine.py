@@ -361,15 +361,19 @@ class Machine:
                             self.plan.name)
 
     async def _stop_steps(self, timeout: float) -> None:
-        if self.agent is not None and await self._try(self.agent.request("shutdown"), 2.0) \
-                and await self._exited_within(timeout):
-            return
-        if await self.launcher.power_button() and await self._exited_within(timeout / 2):
-            return
-        if await self.launcher.quit() and await self._exited_within(QUIT_TIMEOUT):
-            return
-        self.kill()
-        await self._exited_within(QUIT_TIMEOUT)
+        try:
+            if self.agent is not None and await self._try(self.agent.request("shutdown"),
+                                                          2.0) \
+                    and await self._exited_within(timeout):
+                return
+            if await self.launcher.power_button() and await self._exited_within(timeout / 2):
+                return
+            if await self.launcher.quit() and await self._exited_within(QUIT_TIMEOUT):
+                return
+        finally:  # also when a step raised (a hypervisor's API in trouble): never left behind
+            if self.running:
+                self.kill()
+                await self._exited_within(QUIT_TIMEOUT)
 
     async def _try(self, awaitable: Any, timeout: float) -> bool:
         try:
