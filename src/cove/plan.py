@@ -100,6 +100,7 @@ class Plan:
     nix_root: str = "/"
     idle_suspend_after: float = 0.0  # the daemon suspends it after this long idle
     balloon: bool = False  # virtio-balloon with free page reporting
+    host_python: bool = False  # the guest's Python is the host's own python3 (source = host)
     stack: str = ""  # the stack it belongs to: a second NIC on that stack's segment
     member: str = ""  # its name within the stack
 
@@ -345,6 +346,7 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
                                                     ("secrets", spec.secrets)) if path},
         idle_suspend_after=spec.idle_suspend_after,
         balloon=balloon,
+        host_python=spec.source is Source.HOST,
         stack=spec.segment.stack if spec.segment else "",
         member=spec.segment.member if spec.segment else "",
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cove.image.cpio import CpioWriter
 from cove.image.initramfs import BootConfig, config_archive, render_env
+from cove.runtime.storage import agent_c_modules
 
 
 def test_gnu_cpio_reads_what_we_write(tmp_path: Path) -> None:
@@ -128,3 +129,15 @@ def test_fstab_is_what_busybox_mount_reads() -> None:
     targets = [fields[1] for fields in lines]
     assert targets.index("/newroot/dev") < targets.index("/newroot/dev/pts")
     assert [f[0] for f in lines if f[3] == "move"] == ["/dev", "/proc", "/sys"]
+
+
+def test_the_agents_c_modules_come_from_the_hosts_python3() -> None:
+    """What a host-source root's agent gets beside its zip: the host python3's own `_json`
+    (Debian's, not the interpreter cove runs under)."""
+    modules = agent_c_modules()
+    version = Path("/usr/bin/python3").resolve().name
+    assert [Path(name).name for name in modules] == [
+        p.name for p in Path("/usr/lib", version, "lib-dynload").glob("_json.*.so")]
+    assert all(name.startswith("upper/cove/lib/") for name in modules)
+    assert all(data.startswith(b"\x7fELF") for data in modules.values())
+    assert agent_c_modules(Path("/nonexistent/python3.99")) == {}

@@ -157,6 +157,8 @@ echo "$COVE_HOSTNAME" > /newroot/proc/sys/kernel/hostname
 cd /newroot && mount --move . / || fail "cannot move the root over the initramfs"
 # The agent brings up the network itself (ioctls: no process per address and route). It is
 # imported from its zip, as bytecode; -c and an import, not a script path, for that.
+# /cove/lib has the C modules it imports at start when the root's Python is the host's.
 exec chroot . /usr/bin/python3 -S -B \
-    -c 'import sys; sys.path[0] = "/cove/agent.zip"; from cove.guest import agent; agent.main()'
+    -c 'import sys; sys.path[0:1] = ["/cove/agent.zip", "/cove/lib"]
+from cove.guest import agent; agent.main()'
 
