@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 from pathlib import Path
 
 from cove.image.cpio import CpioWriter
@@ -74,7 +75,7 @@ def test_guest_bytecode_has_the_future_flag_without_importing_future() -> None:
     source = (b'"""doc"""\nfrom __future__ import annotations\n\n'
               b"def f(x: Undefined) -> None:\n    raise ValueError(x)\n")
     path, data = bytecode("cove/guest/m.py", source)
-    assert path == "cove/guest/m.pyc"  # beside its source, as zipimport looks for it
+    assert path == f"cove/guest/__pycache__/m.{sys.implementation.cache_tag}.pyc"
     code = marshal.loads(data[16:])
     assert "__future__" not in code.co_names and "annotations" not in code.co_names
     space: dict[str, Any] = {}
@@ -88,35 +89,27 @@ def test_guest_bytecode_has_the_future_flag_without_importing_future() -> None:
         bytecode(name, text)
 
 
-def test_agent_zip_imports_bytecode_and_falls_back_to_source(tmp_path: Path) -> None:
-    """The guest imports its agent from one zip: bytecode under the same Python; a guest
-    Python of another version finds the magic number wrong and compiles the source."""
-    import importlib.util
-    import sys
-    import zipfile
+def test_the_agent_imports_bytecode_and_falls_back_to_source(tmp_path: Path) -> None:
+    """The guest imports its agent from /cove/lib: bytecode under the same Python; a guest
+    Python of another version finds no bytecode of its own tag and compiles the source."""
+    from cove.image.initramfs import agent_files, agent_sources
 
-    from cove.image.initramfs import agent_sources, agent_zip
+    def imported(files: dict[str, bytes], lib: Path) -> str:
+        for relative, data in files.items():
+            (lib / relative).parent.mkdir(parents=True, exist_ok=True)
+            (lib / relative).write_bytes(data)
+        program = "import sys; sys.path[0] = sys.argv[1]; from cove.guest import agent, proto"
+        return subprocess.run([sys.executable, "-S", "-B", "-v", "-c", program, str(lib)],
+                              capture_output=True, text=True, check=True).stderr
 
-    ok = tmp_path / "agent.zip"
-    ok.write_bytes(agent_zip(agent_sources()))
-    program = ("import sys; sys.path[0] = sys.argv[1]; from cove.guest import agent, proto; "
-               "print(proto.__file__); print(callable(agent.main))")
-
-    def imported_from(archive: Path) -> list[str]:
-        result = subprocess.run([sys.executable, "-S", "-B", "-c", program, str(archive)],
-                                capture_output=True, text=True, check=True)
-        return result.stdout.split()
-
-    assert imported_from(ok) == [f"{ok}/cove/guest/proto.pyc", "True"]
-    stale = tmp_path / "other-python.zip"
-    with zipfile.ZipFile(ok) as source, zipfile.ZipFile(stale, "w") as target:
-        for info in source.infolist():
-            data = source.read(info)
-            if info.filename.endswith(".pyc"):
-                assert data[:4] == importlib.util.MAGIC_NUMBER
-                data = b"\0\0\r\n" + data[4:]
-            target.writestr(info, data)
-    assert imported_from(stale) == [f"{stale}/cove/guest/proto.py", "True"]
+    files = agent_files(agent_sources())
+    tag = sys.implementation.cache_tag
+    same = imported(files, tmp_path / "same")
+    assert f"code object from '{tmp_path}/same/cove/guest/__pycache__/proto.{tag}.pyc'" in same
+    other = imported({name.replace(tag, "cpython-399"): data for name, data in files.items()},
+                     tmp_path / "other")
+    assert f"code object from '{tmp_path}/other/cove/guest/__pycache__" not in other
+    assert f"code object from {tmp_path}/other/cove/guest/proto.py" in other  # (compiled)
 
 
 def test_fstab_is_what_busybox_mount_reads() -> None:

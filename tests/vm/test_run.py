@@ -78,7 +78,7 @@ def test_command_sees_guest_not_host(plain_spec: Path) -> None:
 
 def test_the_guest_root_as_init_leaves_it(plain_spec: Path) -> None:
     """/etc/hosts is cove's (no copy-up of the image's), the network is up without `ip`
-    (the agent's ioctls: loopback, address, default route), the agent runs from its zip,
+    (the agent's ioctls: loopback, address, default route), the agent runs from /cove/lib,
     nothing of the delivery is left in /cove, the root's busybox is the initramfs's, and
     the agent's `_json` is the one delivered beside it."""
     script = ("cat /etc/hosts; echo ---; cat /proc/net/route; echo ---; ls /cove; echo ---; "
@@ -91,7 +91,7 @@ def test_the_guest_root_as_init_leaves_it(plain_spec: Path) -> None:
     assert hosts.splitlines() == ["127.0.0.1\tlocalhost", "::1\tlocalhost", "127.0.1.1\thello"]
     default = [line.split() for line in routes.splitlines()[1:] if line.split()[1] == "00000000"]
     assert default and default[0][0] == "eth0" and default[0][2] == "0202000A"  # via 10.0.2.2
-    assert cove_dir.split() == ["agent.zip", "config.json", "lib"]
+    assert cove_dir.split() == ["config.json", "lib"]
     # the agent's C module came in the per-boot archive (the root's Python is the host's)
     assert json_module.split() == [f"/cove/lib/{name}" for name in agent_c_modules_names()]
     assert busybox.strip() == "1"
@@ -118,7 +118,7 @@ def test_a_root_argument_moves_the_upper_layer_to_a_tmpfs(cove_home: Path,
     assert "upperdir=/rw/upper,workdir=/rw/work" in lines[0]
     assert lines[1] == "hi"
     assert "No such file" in lines[2]
-    assert lines[3:] == ["agent.zip", "config.json", "lib"]
+    assert lines[3:] == ["config.json", "lib"]
 
 
 def test_guest_python_uses_the_images_bytecode(plain_spec: Path) -> None:
