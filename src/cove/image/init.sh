@@ -1,5 +1,5 @@
 #!/bin/busybox sh
-# cove's guest /init: load modules, mount the root image under a tmpfs overlay,
+# cove's guest /init: load modules, mount the root image under an overlay,
 # configure the network, then hand PID 1 to the guest agent.
 # `/init later CMDLINE`: the background half, which /init starts itself (see the end).
 export PATH=/bin
@@ -101,9 +101,9 @@ write_hosts() {
 }
 
 # What cove writes into the root goes straight into the overlay's upper layer, /upper,
-# which came in the initramfs with the agent's zip and config: written through the overlay,
-# a file is first copied up from the image (a block of the image decompressed), and each
-# file created costs the overlay's bookkeeping.
+# which came in the initramfs with the agent's package and config: written through the
+# overlay, a file is first copied up from the image (a block of the image decompressed),
+# and each file created costs the overlay's bookkeeping.
 write_hosts > /upper/etc/hosts
 [ -z "$COVE_IP" ] || echo "nameserver $COVE_DNS" > /upper/etc/resolv.conf
 upper=/upper
@@ -133,7 +133,7 @@ mount_all
 
 # Config: a read-only tmpfs at /config. Secrets: a tmpfs at /run/secrets, files 0400 (the
 # agent gives them to the service user). Neither is copied anywhere else.
-# They arrive beside /cove in the initramfs and are removed from it below.
+# They arrive beside /cove in the initramfs; the background half removes them from it.
 if [ -d /config ]; then
     mkdir -p /newroot/config
     mount -t tmpfs -o mode=0755 config /newroot/config
