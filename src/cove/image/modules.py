@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,5 +108,18 @@ def read_builtin(modules_dir: Path) -> set[str]:
 
 
 def read_dep_table(modules_dir: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """modules.dep, parsed once per version of the file in a process (a daemon asks at every
+    boot: the plan, then the boot's and the background half's load orders). Shared: read
+    it, never change it."""
     dep_file = modules_dir / "modules.dep"
-    return parse_modules_dep(dep_file.read_text()) if dep_file.exists() else {}
+    try:
+        stat = dep_file.stat()
+    except FileNotFoundError:
+        return {}
+    return _parsed_dep_table(str(dep_file), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_dep_table(path: str, _mtime_ns: int, _size: int
+                      ) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return parse_modules_dep(Path(path).read_text())

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cove.errors import die
-from cove.image.initramfs import ROOT_UPPER
+from cove.image.initramfs import AGENT_LIB, ROOT_UPPER
 from cove.plan import Drive, Plan, PlannedShare
 from cove.proc import require_tool, run
 from cove.runtime.userns import rootless_share_problem, unshare_prefix
@@ -64,7 +64,7 @@ def agent_c_modules(python: Path = Path("/usr/bin/python3")) -> dict[str, bytes]
     under TCG). /init puts /cove/lib on the agent's path; none found, none sent."""
     version = python.resolve().name  # python3.11
     tag = version.removeprefix("python").replace(".", "")
-    return {f"{ROOT_UPPER}/cove/lib/{path.name}": path.read_bytes()
+    return {f"{AGENT_LIB}/{path.name}": path.read_bytes()
             for name in AGENT_C_MODULES
             for path in sorted(Path("/usr/lib", version, "lib-dynload").glob(
                 f"{name}.cpython-{tag}-*.so"))}
