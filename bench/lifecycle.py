@@ -83,18 +83,20 @@ def ls_while_booting(spec_dir: Path, env: dict[str, str], count: int = 3) -> tup
 
 
 def ls_while_busy(env: dict[str, str], count: int = 3) -> float:
-    """`cove ls` while `count` busy loops (each in a session of its own, as each QEMU is)
-    take the CPUs and cove does nothing else: the slowdown CPU sharing alone gives, beside
-    which the booting figure shows what is cove's own."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                             start_new_session=True) for _ in range(count)]
+    """`cove ls` while `count` busy loops take the CPUs and cove does nothing else: the
+    slowdown CPU sharing alone gives, beside which the booting figure shows what is cove's
+    own. The loops share one session of their own, as the daemon's VMs do."""
+    spawn = ("import subprocess, sys\n"
+             f"for _ in range({count - 1}):\n"
+             "    subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+             "while True: pass\n")
+    leader = subprocess.Popen([sys.executable, "-c", spawn], start_new_session=True)
     try:
         time.sleep(0.5)
         return median([cove("ls", env=env) for _ in range(7)])
     finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
 
 
 def qemu_rss_per_vm(env: dict[str, str]) -> float:

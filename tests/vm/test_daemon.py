@@ -50,6 +50,20 @@ def test_two_vms_up_healthy_and_answering(home: Path, two_vms: tuple[int, int]) 
     assert table[0].split() == ["NAME", "STATE", "HEALTH", "PORTS", "UPTIME", "CPU", "MEM"]
 
 
+def test_vms_share_the_daemons_session_in_groups_of_their_own(
+        home: Path, two_vms: tuple[int, int]) -> None:
+    """One session, so autogroup scheduling weighs all VMs together as one against the
+    host's other sessions; a group each, so no terminal's Ctrl-C reaches them."""
+    daemon = daemon_pid(home)
+    assert daemon is not None
+    pids = [vm["pid"] for vm in ls(home).values()]
+    assert len(pids) == 2
+    for pid in pids:
+        assert os.getsid(pid) == os.getsid(daemon) == daemon
+        assert os.getpgid(pid) == pid
+    assert os.getsid(daemon) != os.getsid(0)
+
+
 def test_same_name_twice_is_refused(home: Path, two_vms: tuple[int, int]) -> None:
     result = cove("up", str(HELLO), "-d", "-p", f"{free_port()}:8080", check=False)
     assert result.returncode == 1

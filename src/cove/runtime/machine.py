@@ -27,7 +27,7 @@ from cove.plan import Plan, boot_modules
 from cove.runtime.agent_client import AgentClient, AgentError, Frame, greeted
 from cove.runtime.forward import Activity, Forwards, check_ports_free
 from cove.runtime.network import attach, detach
-from cove.runtime.process import Adopted, VmProcess
+from cove.runtime.process import VM_PROCESS_GROUP, Adopted, VmProcess, die_with_parent
 from cove.runtime.snapshots import Snapshot, find_template
 from cove.runtime.storage import (
     delivered_files,
@@ -59,14 +59,6 @@ def tail(path: os.PathLike[str] | str, lines: int = 15) -> str:
             return "\n".join(handle.read().splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def die_with_parent() -> None:
-    """In the QEMU child: get SIGKILLed when the owning cove process dies, even by SIGKILL."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def boot_config(plan: Plan, artifacts: Artifacts, env: dict[str, str],
@@ -225,7 +217,7 @@ class Machine:
                 self.process = await asyncio.create_subprocess_exec(
                     binary, *argv[1:], stdin=asyncio.subprocess.DEVNULL,
                     stdout=out, stderr=log, pass_fds=(*fds, *shared),
-                    start_new_session=True,  # Ctrl-C reaches cove, which stops it gracefully
+                    process_group=VM_PROCESS_GROUP,
                     preexec_fn=die_with_parent if self.bound_to_owner else None)
         finally:
             for fd in fds:  # the hypervisor holds the locks now, for as long as it runs

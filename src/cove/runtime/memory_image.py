@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cove.errors import CoveError
 from cove.fsutil import remove_tree
-from cove.runtime.machine import die_with_parent
+from cove.runtime.process import VM_PROCESS_GROUP, die_with_parent
 from cove.runtime.snapshots import Snapshot
 from cove.runtime.state import VmRecord
 from cove.runtime.storage import prepare_drives
@@ -83,7 +83,7 @@ async def load_into(launcher: Launcher, memory: int, snapshot: Snapshot, work: P
             process = await asyncio.create_subprocess_exec(
                 *launcher.image_argv(MemoryFile(memory, shared=True), state),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                pass_fds=(memory, state), start_new_session=True,
+                pass_fds=(memory, state), process_group=VM_PROCESS_GROUP,
                 preexec_fn=die_with_parent)  # a helper of this daemon's: it goes with it
     finally:
         os.close(state)

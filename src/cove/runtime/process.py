@@ -8,6 +8,22 @@ import os
 import signal
 from typing import Protocol
 
+# A hypervisor and its helpers (virtiofsd, the memory-image loader) get a process group of
+# their own, so a terminal's Ctrl-C reaches cove (which stops them gracefully) and not them;
+# but no session of their own. With the kernel's autogroup scheduling each session is one
+# scheduling entity, so all the VMs of one owner (the daemon, or a foreground `cove`) weigh
+# together as one against the host's other sessions, as libvirt's machine.slice does with
+# cgroups: a burst of booting guests cannot starve the user's shell or `cove ls`.
+VM_PROCESS_GROUP = 0  # Popen's process_group: a new group, led by the child
+
+
+def die_with_parent() -> None:
+    """In a VM's child: get SIGKILLed when the owning cove process dies, even by SIGKILL."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
 
 class VmProcess(Protocol):
     pid: int

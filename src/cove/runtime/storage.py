@@ -13,6 +13,7 @@ from cove.errors import die
 from cove.image.initramfs import AGENT_LIB, ROOT_UPPER
 from cove.plan import Drive, Plan, PlannedShare
 from cove.proc import require_tool, run
+from cove.runtime.process import VM_PROCESS_GROUP
 from cove.runtime.userns import rootless_share_problem, unshare_prefix
 from cove.vmm.layout import RunPaths
 
@@ -180,7 +181,7 @@ async def start_virtiofsd(plan: Plan, paths: RunPaths, log: Path,
         for share in shares:
             processes.append(await asyncio.create_subprocess_exec(
                 *virtiofsd_argv(share, paths, rootless), stdin=asyncio.subprocess.DEVNULL,
-                stdout=sink, stderr=sink, start_new_session=True))
+                stdout=sink, stderr=sink, process_group=VM_PROCESS_GROUP))
     for share, process in zip(shares, processes, strict=True):
         await wait_for_socket(paths.virtiofs(share.tag), process, log)
     return processes
