@@ -24,7 +24,7 @@ from cove.runtime.vmdir import VmDir
 from cove.runtime.volumes import remove_volume
 from cove.spec.load import load_spec
 from cove.spec.model import Hypervisor
-from cove.spec.overrides import parse_port
+from cove.spec.overrides import command_line_spec, parse_port
 from cove.spec.settings import TOP_SETTINGS, Setting
 from tests.unit.test_backends import FILES, HOST, KERNEL, PATHS, plan_for
 
@@ -138,6 +138,24 @@ def test_devices_and_foreign_files_are_refused_as_volumes(tmp_path: Path) -> Non
     with pytest.raises(SpecError, match="does not exist"):
         load_spec(write(tmp_path, volume.format(source=tmp_path / "no" / "x.ext4", extra="")))
     load_spec(write(tmp_path, volume.format(source="./mine.ext4", extra="")))
+
+
+def test_a_file_that_is_no_ext4_image_is_refused_as_a_volume(tmp_path: Path) -> None:
+    """Docker's `-v ./file:/path` binds a file; cove's would hand the guest a disk it
+    cannot mount, so the spec is refused on the host instead."""
+    script = tmp_path / "job.sh"
+    script.write_text("echo hi\n" * 200)
+    spec = tmp_path / "cove.toml"
+    spec.write_text('name = "a"\n')
+    with pytest.raises(SpecError, match=r"job.sh is not an ext4 image") as refused:
+        load_spec(spec, command_line_spec(volumes=(f"{script}:/job.sh",)))
+    assert "share their directory" in str(refused.value)
+    image = tmp_path / "data.ext4"
+    with image.open("wb") as handle:
+        handle.truncate(4 * 2**20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    loaded = load_spec(spec, command_line_spec(volumes=(f"{image}:/data",)))
+    assert [v.target for v in loaded.volumes] == ["/data"]
 
 
 def test_gc_roots_are_exact_and_per_home(tmp_path: Path) -> None:

@@ -156,9 +156,10 @@ echo "$COVE_HOSTNAME" > /newroot/proc/sys/kernel/hostname
 # does, but without switch_root: under TCG it delayed the agent's start by ~0.1 s.
 cd /newroot && mount --move . / || fail "cannot move the root over the initramfs"
 # The agent brings up the network itself (ioctls: no process per address and route). It is
-# imported from its zip, as bytecode; -c and an import, not a script path, for that.
-# /cove/lib has the C modules it imports at start when the root's Python is the host's.
+# imported from /cove/lib, its sources with their bytecode, and so are the C modules it
+# imports at start when the root's Python is the host's; -c and an import, not a script
+# path, so that its bytecode is used.
 exec chroot . /usr/bin/python3 -S -B \
-    -c 'import sys; sys.path[0:1] = ["/cove/agent.zip", "/cove/lib"]
+    -c 'import sys; sys.path[0] = "/cove/lib"
 from cove.guest import agent; agent.main()'
 

@@ -247,6 +247,24 @@ def check_volume(entry: dict[str, Any], where: str, checker: Checker) -> None:
         checker.problem(f"{where}.source", f"{source}: {refusal}",
                         "a guest writes its volumes; name an image file of your own, or set "
                         "`allow_any_path = true` on this volume if you really mean it")
+    elif path.is_file() and not is_ext4_image(path):
+        checker.problem(f"{where}.source", f"{source} is not an ext4 image, and a volume is "
+                        "one (cove makes it where no file is yet)", "to give the guest host "
+                        "files, share their directory ([[shares]], or -v ./dir:/path); to "
+                        "use this path as a volume, move the file away")
+
+
+EXT4_MAGIC_AT = 1080  # the superblock starts at 1024; its magic is 0xEF53, little-endian
+
+
+def is_ext4_image(path: Path) -> bool:
+    """Whether `path` holds an ext2/3/4 file system (what the guest mounts a volume as)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(EXT4_MAGIC_AT)
+            return handle.read(2) == b"\x53\xef"
+    except OSError:
+        return False
 
 
 def volume_path_refusal(path: Path, allow_any: bool) -> str | None:
