@@ -13,7 +13,9 @@ import ctypes
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 HEADER = 110  # "070701" and 13 eight-digit hex fields
@@ -40,9 +42,49 @@ def initrd_files(data: bytes) -> dict[str, bytes]:
     return files
 
 
-def die_with_parent() -> None:
-    """In the agent child: a guest ends when its hypervisor does, even by SIGKILL."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def contain(argv: list[str]) -> int:
+    """The stand-in guest's init: runs the agent, and when the agent ends or the stand-in
+    hypervisor dies (even by SIGKILL), ends everything the agent started. A real guest's
+    processes die with its VM; the agent's services here live in sessions of their own on
+    the host, and would outlive the test. SIGTERM (a power button) goes to the agent."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphaned services become ours, to end
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGHUP)
+    agent = subprocess.Popen(argv)
+    signal.signal(signal.SIGTERM, lambda *_: agent.send_signal(signal.SIGTERM))
+    signal.signal(signal.SIGHUP, lambda *_: agent.kill())
+    code = agent.wait()
+    end_children()
+    return code
+
+
+def end_children() -> None:
+    """SIGKILL every child, and every orphan that comes to us meanwhile, until none is left."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        for child in own_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        if pid == 0:
+            time.sleep(0.01)
+
+
+def own_children() -> list[int]:
+    me, found = str(os.getpid()), []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[1] == me:
+                    found.append(int(entry))
+    return found
 
 
 class Guest:
@@ -59,9 +101,12 @@ class Guest:
         config.update(transport="unix", unix_path=str(self.socket))
         config_path = self.workdir / "agent-config.json"
         config_path.write_text(json.dumps(config))
+        root = str(Path(__file__).resolve().parents[2])
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cove.guest.agent", preexec_fn=die_with_parent,
-            env={**os.environ, "COVE_AGENT_CONFIG": str(config_path)})
+            sys.executable, "-m", "tests.standins.guest", sys.executable, "-m",
+            "cove.guest.agent",
+            env={**os.environ, "COVE_AGENT_CONFIG": str(config_path),
+                 "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))})
 
     async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One host connection to the agent's port, piped both ways."""
@@ -100,3 +145,7 @@ async def serve_relay(path: Path, guest: Guest) -> asyncio.Server:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     return await asyncio.start_unix_server(guest.relay, str(path))
+
+
+if __name__ == "__main__":
+    sys.exit(contain(sys.argv[1:]))
