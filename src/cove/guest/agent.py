@@ -14,7 +14,7 @@ import time
 from . import proto
 from .lean import deque, exists, isdir, os, signal
 from .link import HostLink, SocketLink, find_port, unix_listener, vsock_listener
-from .reactor import Child, Reactor
+from .reactor import Child, Reactor, set_window_size
 from .services import Service
 
 TYPE_CHECKING = False
@@ -190,10 +190,8 @@ class Agent:
             lambda code: self.exec_exited(channel, code),
             cwd=str(frame["cwd"]) if frame.get("cwd") else None,
             stdin=bool(frame.get("stdin")), user=user[:2] if user else None,
-            tty=bool(frame.get("tty")))
+            tty=window_size(frame) if frame.get("tty") else None)
         self.channels[channel] = child
-        if frame.get("tty") and frame.get("rows"):
-            self.exec_resize({"ch": channel, "rows": frame["rows"], "cols": frame.get("cols")})
         return {"ch": channel, "pid": child.pid}
 
     def exec_exited(self, channel: int, code: int) -> None:
@@ -265,16 +263,7 @@ class Agent:
         child = self.channels.get(channel) if isinstance(channel, int) else None
         if child is None or child.stdin_fd is None:
             return
-        import _struct as struct
-        import fcntl
-        import termios
-
-        size = struct.pack("HHHH", int(frame.get("rows") or 24),  # type: ignore[call-overload]
-                           int(frame.get("cols") or 80), 0, 0)  # type: ignore[call-overload]
-        try:
-            fcntl.ioctl(child.stdin_fd, termios.TIOCSWINSZ, size)
-        except OSError:
-            pass
+        set_window_size(child.stdin_fd, *window_size(frame))
 
     def op_saving(self, _frame: dict[str, object]) -> dict[str, object]:
         """The host saves this VM's state next: what a restore runs is loaded now, into the
@@ -466,6 +455,12 @@ class Agent:
         self.start()
         while True:
             self.reactor.run_once()
+
+
+def window_size(frame: dict[str, object]) -> tuple[int, int]:
+    """(rows, columns) a frame asks for; a terminal's usual 24x80 where it says nothing."""
+    return (int(frame.get("rows") or 24),  # type: ignore[call-overload]
+            int(frame.get("cols") or 80))  # type: ignore[call-overload]
 
 
 def chown_tree(top: str, uid: int, gid: int) -> None:

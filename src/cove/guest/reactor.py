@@ -171,10 +171,12 @@ class Reactor:
 
     def spawn(self, argv: list[str], env: dict[str, str], on_output: OutputHandler,
               on_exit: ExitHandler, cwd: str | None = None, stdin: bool = False,
-              user: tuple[int, int] | None = None, tty: bool = False) -> Child:
-        """Start argv in its own session with piped (or pty) output; returns the Child."""
-        if tty:
-            return self._spawn_tty(argv, env, on_output, on_exit, cwd, user)
+              user: tuple[int, int] | None = None, tty: tuple[int, int] | None = None
+              ) -> Child:
+        """Start argv in its own session with piped output, or on a new pty of `tty` (rows,
+        columns); returns the Child."""
+        if tty is not None:
+            return self._spawn_tty(argv, env, on_output, on_exit, cwd, user, tty)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         if stdin:
@@ -194,8 +196,10 @@ class Reactor:
                                  on_output, on_exit))
 
     def _spawn_tty(self, argv: list[str], env: dict[str, str], on_output: OutputHandler,
-                   on_exit: ExitHandler, cwd: str | None, user: tuple[int, int] | None) -> Child:
+                   on_exit: ExitHandler, cwd: str | None, user: tuple[int, int] | None,
+                   size: tuple[int, int]) -> Child:
         master, slave = os.openpty()
+        set_window_size(master, *size)  # before the child runs: it may ask at once
         pid = os.fork()
         if pid == 0:
             os.close(master)
@@ -222,6 +226,17 @@ class Reactor:
 
     def _reader(self, child: Child, fd: int) -> Callable[[int], None]:
         return lambda revents: self._pipe_readable(child, fd, revents)
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    import _struct as struct
+    import fcntl
+    import termios
+
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    except OSError:
+        pass
 
 
 RESET_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
