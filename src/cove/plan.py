@@ -278,10 +278,10 @@ def network_env(spec: Spec) -> dict[str, str]:
     return env
 
 
-def shared_busybox(spec: Spec) -> dict[str, str]:
+def shared_busybox(host_root: bool) -> dict[str, str]:
     """A host-source root carries the host's busybox-static, the very binary the initramfs
     has: /init lets the root use the initramfs's copy (see init.sh)."""
-    return {"COVE_SHARED_BUSYBOX": "/usr/bin/busybox"} if spec.source is Source.HOST else {}
+    return {"COVE_SHARED_BUSYBOX": "/usr/bin/busybox"} if host_root else {}
 
 
 def segment_mac(name: str) -> str:
@@ -316,6 +316,7 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
             "for shares use proto = \"virtiofs\" (Debian's cloud kernel has no 9p), or "
             "bring a kernel built with these (kernel.path)")
     shares, drives = plan_storage(spec, host.home)
+    host_root = spec.source is Source.HOST  # its busybox and python3 are the host's own
     return Plan(
         name=spec.name,
         vcpu=spec.vcpu,
@@ -329,7 +330,7 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         cmdline=kernel_cmdline(host.accel.accel, host.tsc_khz, spec.kernel.cmdline),
         ports=spec.ports,
         init_env={"COVE_HOSTNAME": spec.name, "COVE_ROOT_SERIAL": ROOT_SERIAL,
-                  "COVE_ROOT_FS": ROOT_FS, **network_env(spec), **shared_busybox(spec)},
+                  "COVE_ROOT_FS": ROOT_FS, **network_env(spec), **shared_busybox(host_root)},
         agent_config=with_nix_path(agent_config(spec, with_services, transport,
                                                 choice.hypervisor), nix_outputs),
         shares=shares,
@@ -347,7 +348,7 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
                                                     ("secrets", spec.secrets)) if path},
         idle_suspend_after=spec.idle_suspend_after,
         balloon=balloon,
-        host_python=spec.source is Source.HOST,
+        host_python=host_root,
         stack=spec.segment.stack if spec.segment else "",
         member=spec.segment.member if spec.segment else "",
     )
