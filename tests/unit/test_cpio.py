@@ -53,7 +53,7 @@ def test_config_archive_concatenates(tmp_path: Path) -> None:
                             capture_output=True, check=True).stdout.decode().split()
     # secrets never under upper/, the root's upper layer: /init mounts them in a tmpfs
     assert second == ["upper/cove/config.json", "cove/init.env", "cove/load", "cove/later",
-                      "cove/mounts", "secrets", "secrets/token", "upper", "upper/cove",
+                      "cove/go", "cove/mounts", "secrets", "secrets/token", "upper", "upper/cove",
                       "upper/cove/nix-db"]
 
 

@@ -145,18 +145,21 @@ def test_an_unchanged_spec_takes_its_artifacts_from_the_stamp(
     assert first.initramfs.exists() and first.root.path.exists()
 
 
-def test_late_modules_load_after_the_agent_and_the_power_button_stops_it(
+def test_late_modules_wait_for_the_first_health_verdict_and_the_power_button_stops_it(
         cove_home: Path, tmp_path: Path) -> None:
     """The power button's and the balloon's modules are not loaded before the root: /init's
-    background half loads them once the agent runs, at the lowest priority, and tells the
-    agent, which then watches the new input device: QEMU's power button stops the guest."""
+    background half loads them once the agent has answered and every health check has a
+    first verdict (not while a service starts), and tells the agent, which then watches the
+    new input device: QEMU's power button stops the guest."""
     spec_dir = write_spec(tmp_path / "late", 'name = "late"\npackages = ["python3"]\n'
-                          'network = "none"\n')
+                          'network = "none"\n[services.slow]\ncommand = "sleep 1000"\n'
+                          '[services.slow.health]\ncommand = "test -e /tmp/ready"\n'
+                          'interval = 1\nstart_period = 600\n')
     wait_for_modules = ("for i in $(seq 100); do [ \"$(grep -c -e '^evdev ' -e '^button ' "
                         "-e '^virtio_balloon ' /proc/modules)\" = 3 ] && break; sleep 0.1; "
                         "done; cut -d' ' -f1 /proc/modules")
 
-    async def scenario() -> tuple[str, float, str]:
+    async def scenario() -> tuple[str, str, float, str]:
         spec = load_spec(spec_dir)
         artifacts = build_artifacts(spec)
         plan = make_plan(spec, HostFacts(decide_accel(spec.accel), host_tsc_khz()),
@@ -165,6 +168,9 @@ def test_late_modules_load_after_the_agent_and_the_power_button_stops_it(
         vm_dir = VmDir.for_name(plan.name)
         async with Machine(plan, artifacts, vm_dir, ignore) as machine:
             await machine.start(cold=True)
+            before: list[bytes] = []
+            await machine.exec(["sh", "-c", "sleep 1; cut -d' ' -f1 /proc/modules; "
+                                "touch /tmp/ready"], lambda _fd, data: before.append(data))
             output: list[bytes] = []
             await machine.exec(["sh", "-c", wait_for_modules],
                                lambda _fd, data: output.append(data))
@@ -173,10 +179,12 @@ def test_late_modules_load_after_the_agent_and_the_power_button_stops_it(
             began = time.monotonic()
             assert await machine.launcher.power_button()
             await asyncio.wait_for(machine.process.wait(), 30)
-            return b"".join(output).decode(), time.monotonic() - began, \
-                vm_dir.sockets.console_log.read_text(errors="replace")
+            return (b"".join(before).decode(), b"".join(output).decode(),
+                    time.monotonic() - began,
+                    vm_dir.sockets.console_log.read_text(errors="replace"))
 
-    modules, stopped_in, console = asyncio.run(scenario())
+    starting, modules, stopped_in, console = asyncio.run(scenario())
+    assert not {"evdev", "button", "virtio_balloon"} & set(starting.split()), starting
     assert {"evdev", "button", "virtio_balloon"} <= set(modules.split()), modules
     assert "erofs" not in modules.split()  # only a Nix store image needs it
     assert "power button pressed" in console, console[-2000:]

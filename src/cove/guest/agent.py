@@ -41,6 +41,11 @@ LOG_RING = 2000  # output chunks remembered per service for the `logs` request
 SHUTDOWN_GRACE = 1.0
 KEY_POWER = 116
 EV_KEY = 1
+# /init's background half (power button, balloon) waits for a line on the fd it names
+# (init.sh): a moment (LATER_SETTLE: the host's first requests) after the host is answered
+# and every health check has a first verdict, or after LATER_AT_MOST, whichever is first.
+LATER_SETTLE = 1.0
+LATER_AT_MOST = 10.0
 
 
 def say(text: str) -> None:
@@ -99,6 +104,10 @@ class Agent:
             # handler first, so that no load falls between the look and the handler)
             self.reactor.on_signal(signal.SIGUSR1, self.watch_power_button)
             self.watch_power_button()
+        self.greeted = False
+        self.later_fd = later_fd()
+        if self.later_fd is not None:
+            self.reactor.later(LATER_AT_MOST, self.later_go)
 
     # -- host channel ---------------------------------------------------------------
     def greet(self, _frame: dict[str, object]) -> None:
@@ -112,10 +121,33 @@ class Agent:
                         "caps": ["exec", "logs", "status", "binary"],
                         "uptime": self.uptime(),
                         "services": {name: s.status() for name, s in self.services.items()}})
+        self.greeted = True
+        self.let_later_run()
+
+    def let_later_run(self) -> None:
+        """Tell /init's background half to go on in a moment, once nothing it would slow is
+        starting: the host has been answered, no health check still waits for its first
+        verdict."""
+        starting = any(s.health is not None and s.health.state == "starting"
+                       for s in self.services.values())
+        if self.later_fd is not None and self.greeted and not starting:
+            self.reactor.later(LATER_SETTLE, self.later_go)
+
+    def later_go(self) -> None:
+        if self.later_fd is None:
+            return
+        try:
+            os.write(self.later_fd, b"go\n")
+            os.close(self.later_fd)
+        except OSError as error:
+            say(f"cannot start the late modules: {error}")
+        self.later_fd = None
 
     def event(self, body: dict[str, object]) -> None:
         say(" ".join(f"{k}={v}" for k, v in body.items()))
         self.link.send({"t": "event", "ts": time.time(), **body}, keep=True)
+        if body.get("kind") in ("healthy", "unhealthy"):
+            self.let_later_run()
 
     def service_output(self, name: str, fd: int, data: bytes) -> None:
         now = time.time()
@@ -455,6 +487,19 @@ class Agent:
         self.start()
         while True:
             self.reactor.run_once()
+
+
+def later_fd() -> int | None:
+    """The fd /init's background half waits on (COVE_LATER_FD), kept from the services."""
+    named = os.environ.get(b"COVE_LATER_FD")
+    if not named or not named.isdigit():
+        return None
+    fd = int(named)
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        return None
+    return fd
 
 
 def window_size(frame: dict[str, object]) -> tuple[int, int]:

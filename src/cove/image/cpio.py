@@ -41,6 +41,9 @@ class CpioWriter:
     def symlink(self, name: str, target: str) -> None:
         self._entry(name, stat.S_IFLNK | 0o777, target.encode())
 
+    def fifo(self, name: str, mode: int = 0o600) -> None:
+        self._entry(name, stat.S_IFIFO | mode, b"")
+
     def char_device(self, name: str, major: int, minor: int, mode: int = 0o666) -> None:
         self._entry(name, stat.S_IFCHR | mode, b"", rdev=(major, minor))
 

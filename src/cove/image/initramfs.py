@@ -194,6 +194,7 @@ def config_archive(boot: BootConfig) -> bytes:
     writer.file("cove/init.env", render_env(boot.init_env).encode(), 0o600)
     writer.file("cove/load", "".join(f"{m}\n" for m in boot.load).encode(), 0o600)
     writer.file("cove/later", "".join(f"{m}\n" for m in boot.later).encode(), 0o600)
+    writer.fifo("cove/go")  # the agent's go-ahead to the background half (init.sh)
     writer.file("cove/mounts", "".join(f"{m}\n" for m in boot.mounts).encode(), 0o600)
     for name, data in sorted(boot.files.items()):
         writer.parents(name)
