@@ -102,10 +102,12 @@ class Agent:
         if self.in_vm:
             # /init's background half loads the button's modules and then signals (the
             # handler first, so that no load falls between the look and the handler)
-            self.reactor.on_signal(signal.SIGUSR1, self.watch_power_button)
+            self.reactor.on_signal(signal.SIGUSR1, self.later_done)
             self.watch_power_button()
         self.greeted = False
         self.later_fd = later_fd()
+        self.settled = self.later_fd is None  # (the background half has ended)
+        self.when_settled: list[Callable[[], None]] = []
         if self.later_fd is not None:
             self.reactor.later(LATER_AT_MOST, self.later_go)
 
@@ -133,6 +135,14 @@ class Agent:
         if self.later_fd is not None and self.greeted and not starting:
             self.reactor.later(LATER_SETTLE, self.later_go)
 
+    def later_done(self) -> None:
+        self.settled = True
+        self.event({"kind": "boot-finished"})
+        self.watch_power_button()
+        for answer in self.when_settled:
+            answer()
+        self.when_settled.clear()
+
     def later_go(self) -> None:
         if self.later_fd is None:
             return
@@ -141,6 +151,9 @@ class Agent:
             os.close(self.later_fd)
         except OSError as error:
             say(f"cannot start the late modules: {error}")
+            self.later_fd = None
+            self.later_done()  # (nothing more will come of the background half)
+            return
         self.later_fd = None
 
     def event(self, body: dict[str, object]) -> None:
@@ -297,12 +310,19 @@ class Agent:
             return
         set_window_size(child.stdin_fd, *window_size(frame))
 
-    def op_saving(self, _frame: dict[str, object]) -> dict[str, object]:
+    def op_saving(self, frame: dict[str, object]) -> dict[str, object] | None:
         """The host saves this VM's state next: what a restore runs is loaded now, into the
-        saved memory, so no restored instance pays for the import (cold under TCG)."""
+        saved memory, so no restored instance pays for the import (cold under TCG); and
+        the boot is finished first (/init's background half), so no restored instance
+        loads those modules again. The answer comes once it has."""
         from . import identity  # noqa: F401
 
-        return {}
+        if self.settled:
+            return {}
+        ident = frame.get("id")
+        self.when_settled.append(lambda: self.link.send({"t": "res", "id": ident, "ok": True}))
+        self.later_go()
+        return None
 
     def op_resumed(self, frame: dict[str, object]) -> dict[str, object] | None:
         """Restored from a snapshot: become this instance (clock, entropy, names, MAC) and
