@@ -29,6 +29,7 @@ TOOL_PACKAGES = {
     "dpkg-query": "dpkg",
     "busybox": "busybox-static",
     "mmdebstrap": "mmdebstrap",
+    "setpriv": "util-linux",
 }
 
 
@@ -58,6 +59,14 @@ HYPERVISOR_BINARIES = frozenset({"qemu-system-x86_64", "firecracker", "cloud-hyp
                                  "crosvm", "lkvm"})
 
 
+def unwrapped(argv: list[bytes]) -> list[bytes]:
+    """A command line without the `setpriv ... --` that ties a hypervisor to its owner (it
+    shows for a moment, before setpriv execs the hypervisor)."""
+    if argv and Path(argv[0].decode(errors="replace")).name == "setpriv" and b"--" in argv:
+        return argv[argv.index(b"--") + 1:]
+    return argv
+
+
 def running_hypervisor(pidfile: Path, marker: Path) -> int | None:
     """The pid in `pidfile` if that process is alive, is one of the hypervisors cove runs
     (argv[0], or the script an interpreter runs), and was started for `marker`'s VM (its
@@ -67,6 +76,7 @@ def running_hypervisor(pidfile: Path, marker: Path) -> int | None:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
+    argv = unwrapped(argv)
     names = {Path(arg.decode(errors="replace")).name for arg in argv[:2]}
     if names & HYPERVISOR_BINARIES and any(str(marker).encode() in arg for arg in argv):
         return pid

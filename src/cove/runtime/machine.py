@@ -27,7 +27,7 @@ from cove.plan import Plan, boot_modules
 from cove.runtime.agent_client import AgentClient, AgentError, Frame, greeted
 from cove.runtime.forward import Activity, Forwards, check_ports_free
 from cove.runtime.network import attach, detach
-from cove.runtime.process import VM_PROCESS_GROUP, Adopted, VmProcess, die_with_parent
+from cove.runtime.process import VM_PROCESS_GROUP, Adopted, VmProcess, dying_with_owner
 from cove.runtime.snapshots import Snapshot, find_template
 from cove.runtime.storage import (
     delivered_files,
@@ -208,6 +208,9 @@ class Machine:
         """Start the hypervisor; returns the fd number it loads the device state from when
         the restore is over a shared memory image (then wait_incoming starts the load)."""
         argv, fds, devices = self._argv(image)
+        argv = [binary, *argv[1:]]
+        if self.bound_to_owner:
+            argv = dying_with_owner(argv)
         shared = (image.memory,) if image is not None else ()
         # where the serial console is the hypervisor's stdout, it goes to the console log
         console = self.dir.sockets.console_log if self.launcher.serial_on_stdout \
@@ -215,10 +218,9 @@ class Machine:
         try:
             with self.dir.qemu_log.open("ab") as log, console.open("ab") as out:
                 self.process = await asyncio.create_subprocess_exec(
-                    binary, *argv[1:], stdin=asyncio.subprocess.DEVNULL,
+                    *argv, stdin=asyncio.subprocess.DEVNULL,
                     stdout=out, stderr=log, pass_fds=(*fds, *shared),
-                    process_group=VM_PROCESS_GROUP,
-                    preexec_fn=die_with_parent if self.bound_to_owner else None)
+                    process_group=VM_PROCESS_GROUP)
         finally:
             for fd in fds:  # the hypervisor holds the locks now, for as long as it runs
                 os.close(fd)

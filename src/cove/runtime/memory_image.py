@@ -25,7 +25,7 @@ from pathlib import Path
 
 from cove.errors import CoveError
 from cove.fsutil import remove_tree
-from cove.runtime.process import VM_PROCESS_GROUP, die_with_parent
+from cove.runtime.process import VM_PROCESS_GROUP, dying_with_owner
 from cove.runtime.snapshots import Snapshot
 from cove.runtime.state import VmRecord
 from cove.runtime.storage import prepare_drives
@@ -80,11 +80,10 @@ async def load_into(launcher: Launcher, memory: int, snapshot: Snapshot, work: P
     log = work / "hypervisor.log"
     try:
         with log.open("ab") as out:
-            process = await asyncio.create_subprocess_exec(
-                *launcher.image_argv(MemoryFile(memory, shared=True), state),
+            process = await asyncio.create_subprocess_exec(  # (it goes with this daemon)
+                *dying_with_owner(launcher.image_argv(MemoryFile(memory, shared=True), state)),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                pass_fds=(memory, state), process_group=VM_PROCESS_GROUP,
-                preexec_fn=die_with_parent)  # a helper of this daemon's: it goes with it
+                pass_fds=(memory, state), process_group=VM_PROCESS_GROUP)
     finally:
         os.close(state)
     try:

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Sequence
 from typing import Protocol
+
+from cove.proc import require_tool
 
 # A hypervisor and its helpers (virtiofsd, the memory-image loader) get a process group of
 # their own, so a terminal's Ctrl-C reaches cove (which stops them gracefully) and not them;
@@ -17,12 +20,12 @@ from typing import Protocol
 VM_PROCESS_GROUP = 0  # Popen's process_group: a new group, led by the child
 
 
-def die_with_parent() -> None:
-    """In a VM's child: get SIGKILLed when the owning cove process dies, even by SIGKILL."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+def dying_with_owner(argv: Sequence[str]) -> list[str]:
+    """argv run so that it is SIGKILLed when the cove process that starts it dies, even by
+    SIGKILL: util-linux's setpriv sets the parent-death signal, then execs it. (A preexec_fn
+    doing the same makes Python fork() the whole interpreter instead of vfork(): ~4 ms a
+    start for the CLI, more for a program with a large heap using the SDK.)"""
+    return [require_tool("setpriv"), "--pdeathsig", "KILL", "--", *argv]
 
 
 class VmProcess(Protocol):
