@@ -39,8 +39,8 @@ if [ "$1" = later ]; then
     # root was moved over this initramfs meanwhile, but this process keeps seeing the
     # initramfs as its root. It waits for the agent's word on fd 9 (the FIFO /cove/go):
     # the host answered, the services' health checks have their first verdicts. Run while
-    # they start, even at the lowest priority, it cost them ~40 ms under TCG (its forks
-    # and the modules' probes).
+    # they start, even at the lowest priority, it cost the agent's start ~25 ms under TCG
+    # (its forks and the modules' probes are a single vCPU's too).
     read -r _ <&9
     exec 9<&-
     renice -n 19 -p $$  # (busybox has no `nice`)
