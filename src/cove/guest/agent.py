@@ -144,17 +144,15 @@ class Agent:
         self.when_settled.clear()
 
     def later_go(self) -> None:
-        if self.later_fd is None:
+        fd, self.later_fd = self.later_fd, None
+        if fd is None:
             return
         try:
-            os.write(self.later_fd, b"go\n")
-            os.close(self.later_fd)
+            os.write(fd, b"go\n")
+            os.close(fd)
         except OSError as error:
             say(f"cannot start the late modules: {error}")
-            self.later_fd = None
             self.later_done()  # (nothing more will come of the background half)
-            return
-        self.later_fd = None
 
     def event(self, body: dict[str, object]) -> None:
         say(" ".join(f"{k}={v}" for k, v in body.items()))
