@@ -25,12 +25,12 @@ from cove.image.cache import Cache
 from cove.image.cpio import CpioWriter
 from cove.image.initramfs import busybox_path, module_paths
 from cove.image.pack import ROOT_FS
-from cove.plan import HostFacts, Plan, boot_modules, make_plan
-from cove.runtime.machine import Machine
-from cove.runtime.vmdir import VmDir
+from cove.plan.accel import decide_accel, host_tsc_khz
+from cove.plan.vmplan import HostFacts, Plan, boot_modules, make_plan
 from cove.spec import load_spec
 from cove.spec.overrides import apply_overrides
-from cove.vmm.accel import decide_accel, host_tsc_khz
+from cove.vm.machine import Machine
+from cove.vm.vmdir import VmDir
 from cove.vmm.layout import BootFiles, RunPaths
 from cove.vmm.qemu import qemu_argv
 

@@ -18,7 +18,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def bench_home(tmp: Path, spec_text: str, spec_name: str = "spec"
                ) -> tuple[dict[str, str], Path]:
     """A throw-away cove home sharing the real artifact cache, and a spec written in `tmp`."""
-    from cove.home import cove_home
+    from cove.host.home import cove_home
 
     home = tmp / "home"
     home.mkdir()
@@ -39,7 +39,7 @@ def daemon_pid(home: Path) -> int | None:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"cove.runtime.daemon" in cmdline and f"COVE_HOME={home}".encode() in environ:
+        if b"cove.daemon.server" in cmdline and f"COVE_HOME={home}".encode() in environ:
             return int(entry.name)
     return None
 

@@ -20,9 +20,9 @@ from bench.boot import HELLO, INIT_HEAD, MARKER, bare_initramfs
 from bench.common import median, print_table, write_json
 from cove.image.build import Artifacts, build_artifacts
 from cove.image.rootfs import populate_tree, resolve_packages
-from cove.plan import HostFacts, Plan, make_plan
+from cove.plan.accel import decide_accel, host_tsc_khz
+from cove.plan.vmplan import HostFacts, Plan, make_plan
 from cove.spec import load_spec
-from cove.vmm.accel import decide_accel, host_tsc_khz
 from cove.vmm.layout import BootFiles, RunPaths
 from cove.vmm.qemu import qemu_argv
 
@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = load_spec(HELLO)
     artifacts = build_artifacts(spec)
-    from cove.home import cove_home
+    from cove.host.home import cove_home
 
     facts = HostFacts(decide_accel(spec.accel, cove_home() / "host"), host_tsc_khz(), frozenset(),
                       cove_home())

@@ -29,11 +29,11 @@ from bench.common import (
     stop_home,
     write_json,
 )
-from cove.client import Client
+from cove.client.http import Client
 from cove.image.build import build_artifacts
-from cove.plan import HostFacts, Plan, make_plan
+from cove.plan.accel import decide_accel, host_tsc_khz
+from cove.plan.vmplan import HostFacts, Plan, make_plan
 from cove.spec import load_spec
-from cove.vmm.accel import decide_accel, host_tsc_khz
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "examples" / "hello"

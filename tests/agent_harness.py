@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from cove.runtime.agent_client import AgentClient, Frame
+from cove.vm.agent_client import AgentClient, Frame
 from cove.vmm.vsock import unix_connector
 
 

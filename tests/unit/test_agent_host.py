@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cove.runtime.agent_client import AgentClient, AgentError, Frame, greeted
+from cove.vm.agent_client import AgentClient, AgentError, Frame, greeted
 from cove.vmm.vsock import unix_connector
 from tests.agent_harness import running_agent
 from tests.standins.guest import pipe

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from cove.runtime.api import routes
+from cove.daemon.api import routes
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from cove.errors import CoveError
 from cove.image.kernel import KernelArtifact
 from cove.image.modules import FEATURES
-from cove.plan import HostFacts, Plan, make_plan
+from cove.plan.accel import AccelDecision
+from cove.plan.vmplan import HostFacts, Plan, make_plan
 from cove.spec import load_spec
 from cove.spec.model import Hypervisor
 from cove.spec.settings import NAME_PATTERN
 from cove.vmm import cloud_hypervisor, firecracker
-from cove.vmm.accel import AccelDecision
 from cove.vmm.layout import BootFiles, RunPaths
 from cove.vmm.render import render
 from tests.standins.schemas import cloud_hypervisor_validator, firecracker_validator, problems

@@ -81,7 +81,7 @@ def test_real_host_closure_of_python3() -> None:
 
 
 def test_networks_need_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cove.runtime import network
+    from cove.net import networks as network
 
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     with pytest.raises(CoveError, match="cove networks need root"):
@@ -92,7 +92,7 @@ def test_doctor_flags_a_vm_that_could_write_a_host_store(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from cove.doctor import store_share_findings
+    from cove.cli.doctor import store_share_findings
 
     for name, readonly in (("safe", True), ("risky", False)):
         (tmp_path / "vms" / name).mkdir(parents=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cove.image.cpio import CpioWriter
 from cove.image.initramfs import BootConfig, config_archive, render_env
-from cove.runtime.storage import agent_c_modules
+from cove.vm.storage import agent_c_modules
 
 
 def test_gnu_cpio_reads_what_we_write(tmp_path: Path) -> None:

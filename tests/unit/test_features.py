@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from cove.errors import CoveError
+from cove.plan.choose import choose_hypervisor, explicit_choice
+from cove.plan.features import MATRIX, SOFT, Feature, markdown_table, missing_features
 from cove.spec.model import Hypervisor
-from cove.vmm.choose import choose_hypervisor, explicit_choice
-from cove.vmm.features import MATRIX, SOFT, Feature, markdown_table, missing_features
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = frozenset(MATRIX)
@@ -62,7 +62,7 @@ def test_graceful_shutdown_is_reported_not_required() -> None:
 
 def test_docs_table_is_current() -> None:
     doc = (ROOT / "docs" / "hypervisors.md").read_text()
-    assert markdown_table() in doc, "run: python -m cove.vmm.features, paste into the doc"
+    assert markdown_table() in doc, "run: python -m cove.plan.features, paste into the doc"
 
 
 def test_cli_check_names_the_missing_feature(tmp_path: Path) -> None:

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 
 from cove.errors import CoveError, SpecError
-from cove.fsutil import read_json, write_atomic
-from cove.home import prepare_home
+from cove.host.fsutil import read_json, write_atomic
+from cove.host.home import prepare_home
 from cove.image.sources.nix import add_gc_roots, remove_gc_roots
-from cove.plan import Plan, make_plan
-from cove.runtime.network import read_leases
-from cove.runtime.vmdir import VmDir
-from cove.runtime.volumes import remove_volume
+from cove.net.networks import read_leases
+from cove.plan.vmplan import Plan, make_plan
 from cove.spec.load import load_spec
 from cove.spec.model import Hypervisor
 from cove.spec.overrides import command_line_spec, parse_port
 from cove.spec.settings import TOP_SETTINGS, Setting
+from cove.vm.vmdir import VmDir
+from cove.vm.volumes import remove_volume
 from tests.unit.test_backends import FILES, HOST, KERNEL, PATHS, plan_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,7 +203,7 @@ def test_a_plan_from_a_newer_cove_loads_and_a_broken_one_raises(tmp_path: Path) 
 
 
 def test_broken_record_marks_one_vm_and_the_daemon_starts(tmp_path: Path) -> None:
-    from cove.runtime.daemon import Daemon
+    from cove.daemon.server import Daemon
 
     for name, text in (("bad", '{"plan": {"name": "bad"}}'), ("cut", '{"plan": '),
                        ("odd", "[]")):

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from cove.image.vmlinux import bzimage_payload, bzimage_version, compression_of
-from cove.plan import kernel_arg, kernel_cmdline
+from cove.plan.accel import KvmEvidence, kvm_verdict
+from cove.plan.vmplan import kernel_arg, kernel_cmdline
 from cove.spec.model import Port, Proto
-from cove.vmm.accel import KvmEvidence, kvm_verdict
 from cove.vmm.qemu import hostfwd, opt
 
 
@@ -72,9 +72,9 @@ def test_bzimage_header() -> None:
 @pytest.mark.network
 def test_real_kernel_header(tmp_path: Path) -> None:
     """A real Debian kernel's bzImage (the one cove boots), fetched as cove fetches it."""
+    from cove.host.proc import run
     from cove.image.cache import Cache
     from cove.image.kernel import resolve_package
-    from cove.proc import run
 
     name, version = resolve_package("linux-image-cloud-amd64", Cache(tmp_path / "cache"))
     tmp_path.chmod(0o755)  # apt drops to _apt for downloads when it can

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from cove.proc import running_hypervisor, unwrapped
-from cove.runtime.process import dying_with_owner
+from cove.host.proc import running_hypervisor, unwrapped
+from cove.host.process import dying_with_owner
 
 OWNER = """
 import subprocess, sys
-from cove.runtime.process import dying_with_owner
+from cove.host.process import dying_with_owner
 child = subprocess.Popen(dying_with_owner(["sleep", "60"]))
 print(child.pid, flush=True)
 child.wait()

@@ -14,9 +14,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from cove.daemon.autostart import Entry, disable, enable, load_entries
+from cove.daemon.units import quote
 from cove.errors import CoveError, SpecError
-from cove.runtime.autostart import Entry, disable, enable, load_entries
-from cove.runtime.units import quote
 from cove.spec.stack import load_stack, stack_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ def test_the_schema_accepts_the_example_and_refuses_a_typo() -> None:
 
 
 def test_a_member_gets_a_segment_nic_in_qemu_only(tmp_path: Path) -> None:
-    from cove.plan import make_plan, segment_mac
+    from cove.plan.vmplan import make_plan, segment_mac
     from cove.spec.model import Hypervisor
     from cove.vmm.qemu import qemu_argv
     from tests.unit.test_backends import FILES, HOST, KERNEL

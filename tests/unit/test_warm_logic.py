@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from cove.errors import CoveError
-from cove.runtime.lifecycle import clone_names, clone_ports
-from cove.runtime.snapshots import unused_snapshots
+from cove.plan.warm import snapshot_blockers, template_key
 from cove.spec.model import Hypervisor
-from cove.warm import snapshot_blockers, template_key
+from cove.vm.lifecycle import clone_names, clone_ports
+from cove.vm.snapshots import unused_snapshots
 from tests.unit.test_backends import plan_for
 
 ARTIFACTS = {"kernel": "/cache/kernel/k", "initramfs": "/cache/i", "root": "/cache/r"}
@@ -90,7 +90,7 @@ class StatesInTurn:
 
 
 def test_up_accepts_a_vm_that_fell_asleep_as_idle_asks() -> None:
-    from cove import prepare
+    from cove.start import prepare
     for asleep in ("suspending", "suspended"):
         client = StatesInTurn(("starting", "starting"), ("running", "starting"), (asleep, "-"))
         assert prepare.wait_healthy(client, "dozer", 5)["state"] == asleep  # type: ignore[arg-type]
@@ -130,7 +130,7 @@ def test_arp_announcement_says_the_address_is_at_the_new_mac() -> None:
 
 def test_what_up_waits_for_is_what_the_daemon_holds_until() -> None:
     """`vm_settled` is the daemon's rule for `?settled=`; `up` stops at the same states."""
-    from cove.client import vm_settled
+    from cove.client.http import vm_settled
     for state, health, settled in (
             ("starting", "starting", False), ("running", "starting", False),
             ("running", "healthy", True), ("running", "-", True),
@@ -146,11 +146,11 @@ def test_a_started_service_with_a_check_is_starting_until_the_check_speaks(
     whose check always fails, reported healthy on its `started` event)."""
     from typing import Any, cast
 
-    from cove.plan import make_plan
-    from cove.runtime.journal import Journal
-    from cove.runtime.state import VmRecord
-    from cove.runtime.supervisor import VmSupervisor
+    from cove.host.journal import Journal
+    from cove.plan.vmplan import make_plan
     from cove.spec import load_spec
+    from cove.vm.record import VmRecord
+    from cove.vm.supervisor import VmSupervisor
     from tests.unit.test_backends import HOST, KERNEL
 
     (tmp_path / "cove.toml").write_text(

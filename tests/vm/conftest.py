@@ -162,6 +162,6 @@ def daemon_pid(home: Path) -> int | None:
                 environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if b"cove.runtime.daemon" in cmdline and str(home).encode() in environ:
+            if b"cove.daemon.server" in cmdline and str(home).encode() in environ:
                 return int(entry.name)
     return None

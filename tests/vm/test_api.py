@@ -69,7 +69,7 @@ def test_an_idle_guest_is_tickless_on_a_stable_clock(vm: cove.VM) -> None:
 def test_a_held_status_request_answers_once_the_vm_has_settled(vm: cove.VM) -> None:
     """What `cove up` waits with: a settled VM is answered at once, and a bad wait is a
     clear 400 naming the parameter."""
-    from cove.client import Client
+    from cove.client.http import Client
     from cove.errors import CoveError
 
     client = Client()

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cove.client import UnixHTTPConnection
+from cove.client.http import UnixHTTPConnection
 from tests.vm.conftest import cove, daemon_pid, write_spec
 
 pytestmark = pytest.mark.vm

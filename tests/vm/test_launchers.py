@@ -22,14 +22,14 @@ import pytest
 
 from cove.errors import CoveError
 from cove.image.build import Artifacts, build_artifacts
-from cove.plan import HostFacts, Plan, make_plan
-from cove.runtime.agent_client import Frame
-from cove.runtime.machine import Machine
-from cove.runtime.vmdir import VmDir
+from cove.plan.accel import AccelDecision
+from cove.plan.vmplan import HostFacts, Plan, make_plan
 from cove.spec import load_spec
 from cove.spec.model import Hypervisor
+from cove.vm.agent_client import Frame
+from cove.vm.machine import Machine
+from cove.vm.vmdir import VmDir
 from cove.vmm import launch
-from cove.vmm.accel import AccelDecision
 from cove.vmm.layout import BootFiles
 from cove.vmm.render import render
 from cove.vmm.vsock import Connector, unix_connector

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from cove.image.build import build_artifacts
-from cove.plan import HostFacts, make_plan
-from cove.runtime.agent_client import AgentError, Frame, greeted
-from cove.runtime.machine import Machine
-from cove.runtime.vmdir import VmDir
+from cove.plan.accel import decide_accel, host_tsc_khz
+from cove.plan.vmplan import HostFacts, make_plan
 from cove.spec import load_spec
-from cove.vmm.accel import decide_accel, host_tsc_khz
+from cove.vm.agent_client import AgentError, Frame, greeted
+from cove.vm.machine import Machine
+from cove.vm.vmdir import VmDir
 from cove.vmm.vsock import unix_connector
 from tests.vm.conftest import HELLO, write_spec
 

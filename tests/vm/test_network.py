@@ -61,7 +61,7 @@ def test_vms_on_a_network_reach_each_other_by_name(netns: tuple[str, Path],
     assert ip_forward(netns) == "1"
     in_netns(netns, "up", str(spec), "-d")
     in_netns(netns, "up", str(spec), "--name", "web", "-d")
-    from cove.runtime.network import hosts_file
+    from cove.net.networks import hosts_file
 
     hosts = dict(line.split("\t")[::-1] for line in
                  hosts_file(netns[1] / "networks" / "lab").read_text().splitlines())

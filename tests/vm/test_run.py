@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cove.image.pack import ROOT_FILE
-from cove.runtime.storage import agent_c_modules
+from cove.vm.storage import agent_c_modules
 from tests.vm.conftest import (
     HELLO,
     cove_argv,

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from cove.image.build import build_artifacts
-from cove.plan import HostFacts, Plan, make_plan
-from cove.runtime.agent_client import Frame
-from cove.runtime.machine import Machine
-from cove.runtime.vmdir import VmDir
+from cove.plan.accel import AccelDecision, decide_accel, host_tsc_khz
+from cove.plan.vmplan import HostFacts, Plan, make_plan
 from cove.spec import load_spec
 from cove.spec.model import Hypervisor
-from cove.vmm.accel import AccelDecision, decide_accel, host_tsc_khz
+from cove.vm.agent_client import Frame
+from cove.vm.machine import Machine
+from cove.vm.vmdir import VmDir
 from cove.vmm.launch import QemuLauncher
 from cove.vmm.qemu import SHAPES
 from tests.vm.conftest import HELLO, fetch, free_port, write_spec

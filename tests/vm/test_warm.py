@@ -213,7 +213,7 @@ def test_saved_snapshot_starts_vms_after_its_source_is_gone(home: Path, tmp_path
                  for n in ("saver-1", "saver-2", "fromsnap-1")]
         assert names == ["saver-1", "saver-2", "fromsnap-1"]
         cove("down", "--all")
-        from cove.runtime.snapshots import unused_snapshots
+        from cove.vm.snapshots import unused_snapshots
 
         # what `cove gc` would remove (not run here: it would clear the shared build cache)
         assert saved.id not in [s.id for s in unused_snapshots(home)]

@@ -13,10 +13,10 @@ import tty
 from collections.abc import Iterator
 from typing import Any
 
-from cove.client import Client
+from cove.client.http import Client
 from cove.errors import die
-from cove.local_http import aiohttp
-from cove.tasks import background
+from cove.host.local_http import aiohttp
+from cove.host.tasks import background
 
 DETACH_KEY = b"\x1d"  # Ctrl-]
 

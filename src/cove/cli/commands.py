@@ -12,14 +12,14 @@ from pathlib import Path
 import click
 
 from cove.cli.output import ServicePrinter, progress, write_stream
-from cove.home import cove_home
+from cove.host.home import cove_home
 from cove.image.build import Artifacts, build_artifacts
 from cove.image.pack import ROOT_FS
-from cove.plan import Plan
-from cove.prepare import Overrides, load_with, plan_for
-from cove.runtime.vmdir import VmDir
+from cove.plan.vmplan import Plan
 from cove.spec.load import load_spec
 from cove.spec.model import Hypervisor
+from cove.start.prepare import Overrides, load_with, plan_for
+from cove.vm.vmdir import VmDir
 from cove.vmm.layout import BootFiles
 from cove.vmm.render import render
 
@@ -84,10 +84,10 @@ def plan_command(spec_path: Path, accel: str | None, hypervisor: str | None,
 def warm_start_line(plan: Plan, artifacts: Artifacts, files: BootFiles, vm_dir: VmDir) -> str:
     """Whether a start of this plan can restore a template, and why not."""
     from cove.image.build import artifacts_to_json
-    from cove.runtime.snapshots import find_template
-    from cove.runtime.storage import delivered_files
+    from cove.plan.warm import snapshot_blockers, template_key
+    from cove.vm.snapshots import find_template
+    from cove.vm.storage import delivered_files
     from cove.vmm.launch import launcher_for
-    from cove.warm import snapshot_blockers, template_key
 
     blockers = snapshot_blockers(plan)
     if blockers:
@@ -119,7 +119,7 @@ def format_argv(argv: list[str]) -> str:
 
 def run_command(spec_path: Path, command: list[str] | None, accel: str | None,
                 flags: Overrides, cold: bool = False) -> int:
-    from cove.runtime.foreground import run_foreground
+    from cove.vm.foreground import run_foreground
 
     spec = load_with(spec_path, flags)
     talkative = command is None or sys.stderr.isatty()

@@ -21,8 +21,8 @@ def daemon_get(path: str) -> Any:
     import json
     import socket
 
-    from cove.daemon_start import SOCKET_NAME, start_daemon
-    from cove.home import prepare_home
+    from cove.client.start import SOCKET_NAME, start_daemon
+    from cove.host.home import prepare_home
 
     try:
         home = prepare_home()  # as every command: refuse an unsafe home, umask 077

@@ -52,7 +52,7 @@ def vm_options(command: Any) -> Any:
 def overrides(ports: tuple[str, ...], env: tuple[str, ...], name: str | None,
               volumes: tuple[str, ...], shares: tuple[str, ...], network: str | None,
               ephemeral: bool, config_dir: str | None, secrets_dir: str | None) -> Any:
-    from cove.prepare import Overrides
+    from cove.start.prepare import Overrides
 
     return Overrides(ports, env, name, volumes, shares, network, ephemeral, config_dir,
                      secrets_dir)
@@ -67,7 +67,7 @@ HOMELESS = frozenset({"schema"})  # commands that never touch the cove home
 def cli(ctx: click.Context) -> None:
     """Declarative microVMs: build a guest from cove.toml and run it."""
     if ctx.invoked_subcommand not in HOMELESS:
-        from cove.home import prepare_home
+        from cove.host.home import prepare_home
 
         prepare_home()
 
@@ -76,9 +76,9 @@ def cli(ctx: click.Context) -> None:
 @SPEC_ARG
 def check(spec: Path) -> None:
     """Validate a spec or a stack; print every problem with its key and a fix."""
-    from cove.prepare import require_privileges
     from cove.spec.load import load_spec
     from cove.spec.stack import stack_file_of
+    from cove.start.prepare import check_hypervisor, require_privileges
 
     if stack_file_of(spec):
         from cove.cli.stacks import check_stack
@@ -89,22 +89,6 @@ def check(spec: Path) -> None:
     choice = check_hypervisor(loaded)
     click.echo(f"{loaded.file}: ok ({loaded.name}: {len(loaded.services)} service(s), "
                f"{len(loaded.ports)} port(s); runs on {choice})")
-
-
-def check_hypervisor(spec: Any) -> str:
-    """The hypervisor the spec would run on here; dies naming what it cannot give."""
-    from cove.home import cove_home
-    from cove.spec.model import Hypervisor
-    from cove.vmm.accel import decide_accel
-    from cove.vmm.choose import choose_hypervisor, installed_hypervisors
-    from cove.vmm.features import required_features
-
-    accel = decide_accel(spec.accel, cove_home() / "host").accel
-    if spec.hypervisor not in (Hypervisor.AUTO, Hypervisor.QEMU):
-        accel = "kvm"  # judge the spec, not this host: it names a KVM-only hypervisor
-    choice = choose_hypervisor(spec.hypervisor, accel, installed_hypervisors(),
-                               required_features(spec, accel))
-    return choice.hypervisor.value
 
 
 @cli.command()
@@ -204,7 +188,7 @@ def vm_of(client: Any, name: str) -> str:
     """A VM's name from NAME or STACK/VM."""
     if "/" not in name:
         return name
-    from cove.stacks import resolve_vm
+    from cove.start.stacks import resolve_vm
 
     return resolve_vm(client, name)
 
@@ -214,7 +198,7 @@ def vm_of(client: Any, name: str) -> str:
 def ls_command(as_json: bool) -> None:
     """List VMs: NAME STATE HEALTH PORTS UPTIME CPU MEM."""
     from cove.cli.table import ls_table
-    from cove.client import Client
+    from cove.client.http import Client
 
     vms = Client().list_vms()
     click.echo(json.dumps(vms, indent=2) if as_json else ls_table(vms))
@@ -233,7 +217,7 @@ def logs(name: str, follow: bool, count: int | None, service: str | None, consol
     VMs' logs interleaved with a `vm |` prefix."""
     from cove.cli.stacks import follow_stack_logs, stack_name
     from cove.cli.vms import follow_logs
-    from cove.client import Client
+    from cove.client.http import Client
 
     client = Client()
     if not console and (stack := stack_name(client, name)):
@@ -259,7 +243,7 @@ def exec_command(name: str, command: tuple[str, ...], interactive: bool, use_tty
     import asyncio
 
     from cove.cli.attach import exec_remote
-    from cove.client import Client
+    from cove.client.http import Client
     from cove.spec.overrides import parse_env
 
     client = Client()
@@ -281,7 +265,7 @@ def exec_command(name: str, command: tuple[str, ...], interactive: bool, use_tty
 def forward(name: str, ports: tuple[str, ...], tunnel: bool, remove: tuple[int, ...],
             show: bool) -> None:
     """Add, remove or list port forwards of a running VM (any hypervisor)."""
-    from cove.client import Client
+    from cove.client.http import Client
 
     client = Client()
     name = vm_of(client, name)
@@ -303,7 +287,7 @@ def console(name: str) -> None:
     import asyncio
 
     from cove.cli.attach import console_remote
-    from cove.client import Client
+    from cove.client.http import Client
 
     client = Client()
     name = vm_of(client, name)
@@ -316,7 +300,7 @@ def console(name: str) -> None:
 @click.option("--timeout", default=20.0, show_default=True, help="Seconds for a graceful stop.")
 def restart(name: str, timeout: float) -> None:
     """Stop a VM (or STACK/VM) gracefully and boot it again."""
-    from cove.client import Client
+    from cove.client.http import Client
 
     client = Client()
     name = vm_of(client, name)
@@ -343,7 +327,7 @@ def down(names: tuple[str, ...], all_vms: bool, timeout: float) -> None:
 @click.option("--vm", default=None, help="Only this VM's events.")
 def events(follow: bool, count: int, vm: str | None) -> None:
     """Lifecycle events as JSON lines (started, healthy, exited, restarted, ...)."""
-    from cove.client import Client
+    from cove.client.http import Client
 
     try:
         for event in Client().events(follow, count, vm):
@@ -358,9 +342,9 @@ def gc(apply_it: bool) -> None:
     """Remove cached artifacts no declared or running VM uses, and snapshots no VM needs
     (older templates of a shape, suspend images and clone sources left behind); a dry run
     unless --apply."""
-    from cove.home import cove_home
+    from cove.host.home import cove_home
     from cove.image.gc import collect
-    from cove.runtime.snapshots import remove_snapshot, unused_snapshots
+    from cove.vm.snapshots import remove_snapshot, unused_snapshots
 
     unused = collect(cove_home(), apply_it)
     verb = "removed" if apply_it else "unused"
@@ -381,7 +365,7 @@ def gc(apply_it: bool) -> None:
 def doctor() -> None:
     """Check this host: KVM or TCG and why, QEMU, virtiofsd and the other tools, and that no
     VM could write a host store. Exit 1 if something required is missing."""
-    from cove.doctor import diagnose
+    from cove.cli.doctor import diagnose
 
     findings = diagnose()
     for finding in findings:
@@ -459,7 +443,7 @@ def network() -> None:
 @click.option("--subnet", required=True, metavar="CIDR", help="e.g. 10.77.0.0/24")
 def network_create(name: str, subnet: str) -> None:
     """Make a bridge with NAT and name service for VMs started with --network NAME."""
-    from cove.runtime.network import create_network
+    from cove.net.networks import create_network
 
     made = create_network(name, subnet)
     click.echo(f"{made.name}: bridge {made.bridge}, gateway {made.gateway}, {made.subnet}")
@@ -468,7 +452,7 @@ def network_create(name: str, subnet: str) -> None:
 @network.command(name="ls")
 def network_ls() -> None:
     """List networks."""
-    from cove.runtime.network import list_networks, network_dir, read_leases
+    from cove.net.networks import list_networks, network_dir, read_leases
 
     for item in list_networks():
         vms = ", ".join(sorted(read_leases(network_dir(item.name)))) or "-"
@@ -479,7 +463,7 @@ def network_ls() -> None:
 @click.argument("names", nargs=-1, required=True)
 def network_rm(names: tuple[str, ...]) -> None:
     """Remove networks that no VM uses."""
-    from cove.runtime.network import remove_network
+    from cove.net.networks import remove_network
 
     for name in names:
         remove_network(name)
@@ -497,7 +481,7 @@ def volume_ls(as_json: bool) -> None:
     """List volumes: NAME SIZE ALLOCATED IN-USE."""
     from dataclasses import asdict
 
-    from cove.runtime.volumes import list_volumes
+    from cove.vm.volumes import list_volumes
 
     volumes = list_volumes()
     if as_json:
@@ -514,7 +498,7 @@ def volume_ls(as_json: bool) -> None:
 @click.argument("names", nargs=-1, required=True)
 def volume_rm(names: tuple[str, ...]) -> None:
     """Delete volumes (refused while a VM uses one)."""
-    from cove.runtime.volumes import remove_volume
+    from cove.vm.volumes import remove_volume
 
     for name in names:
         remove_volume(name)
@@ -526,7 +510,7 @@ def volume_rm(names: tuple[str, ...]) -> None:
 @click.argument("size")
 def volume_grow(name: str, size: str) -> None:
     """Grow a volume and its filesystem to SIZE (e.g. 2G); the VM using it must be down."""
-    from cove.runtime.volumes import grow_volume
+    from cove.vm.volumes import grow_volume
 
     click.echo(f"{name} is now {grow_volume(name, size)} MiB")
 
@@ -535,7 +519,7 @@ def volume_grow(name: str, size: str) -> None:
 def daemon() -> None:
     """Run the cove daemon in the foreground, for service managers (the CLI otherwise starts
     it on demand)."""
-    from cove.runtime.daemon import main as daemon_main
+    from cove.daemon.server import main as daemon_main
 
     daemon_main()
 

@@ -11,7 +11,7 @@ def mcp() -> None:
     move files, read logs and stop VMs. Point an agent framework's MCP client at
     `cove mcp`."""
     try:
-        from cove.mcp_server import serve
+        from cove.sdk.mcp import serve
     except ImportError as error:
         from cove.errors import die
 

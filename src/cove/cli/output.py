@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import sys
+from datetime import datetime
 from typing import Any, TextIO
 
 
@@ -83,3 +84,10 @@ def explain(error: BaseException) -> tuple[str, str | None]:
                 None)
     return (f"internal error: {type(error).__name__}: {error}",
             "this is a cove bug; please report it with the command you ran")
+
+
+def format_log(entry: dict[str, Any], timestamps: bool) -> str:
+    prefix = ""
+    if timestamps and entry.get("ts"):
+        prefix = datetime.fromtimestamp(float(entry["ts"])).isoformat(timespec="milliseconds") + " "
+    return f"{prefix}{entry.get('svc')} | {entry.get('text')}"

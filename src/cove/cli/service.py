@@ -12,12 +12,12 @@ from pathlib import Path
 import click
 
 from cove.errors import die
-from cove.home import cove_home
+from cove.host.home import cove_home
 
 
 def entry_for(target: str) -> object:
     """What TARGET names: a spec or stack path, a stack's name, or a VM's name."""
-    from cove.runtime.autostart import Entry
+    from cove.daemon.autostart import Entry
     from cove.spec.load import load_spec
     from cove.spec.stack import load_stack, stack_file_of
 
@@ -31,7 +31,7 @@ def entry_for(target: str) -> object:
     saved = cove_home() / "stacks" / target / "stack.json"
     if saved.is_file():
         return Entry("stack", str(json.loads(saved.read_text())["file"]), target)
-    from cove.client import Client
+    from cove.client.http import Client
 
     if any(vm["name"] == target for vm in Client().list_vms()):
         return Entry("vm", target, target)
@@ -44,8 +44,8 @@ def entry_for(target: str) -> object:
 def enable(target: str | None) -> None:
     """Start TARGET whenever the daemon starts (a VM, a spec or stack directory, or a stack
     name); without TARGET, list what is enabled."""
-    from cove.runtime.autostart import Entry, load_entries
-    from cove.runtime.autostart import enable as add
+    from cove.daemon.autostart import Entry, load_entries
+    from cove.daemon.autostart import enable as add
 
     if target is None:
         for item in load_entries(cove_home()):
@@ -62,11 +62,11 @@ def enable(target: str | None) -> None:
 @click.argument("target")
 def disable(target: str) -> None:
     """Stop starting TARGET (a name or path given to `cove enable`) with the daemon."""
-    from cove.runtime.autostart import disable as remove
+    from cove.daemon.autostart import disable as remove
 
     gone = remove(cove_home(), target)
     if not gone and Path(target).exists():  # a path: the file it names was enabled
-        from cove.runtime.autostart import Entry
+        from cove.daemon.autostart import Entry
 
         entry = entry_for(target)
         assert isinstance(entry, Entry)
@@ -91,8 +91,8 @@ def systemd() -> None:
               help="Write the units here instead (packaging, review).")
 def systemd_install(as_user: bool, targets: tuple[str, ...], directory: Path | None) -> None:
     """Write coved.service (and cove@.service with --vm), and say how to start them."""
-    from cove.runtime.autostart import Entry
-    from cove.runtime.units import (
+    from cove.daemon.autostart import Entry
+    from cove.daemon.units import (
         TEMPLATE_NAME,
         UNIT_NAME,
         daemon_unit,

@@ -11,16 +11,14 @@ from typing import Any
 
 import click
 
-from cove.cli.output import progress
-from cove.cli.vms import format_log
-from cove.client import Client
+from cove.cli.output import format_log, progress
+from cove.client.http import Client
 from cove.errors import CoveError, die
 from cove.spec.stack import Member, load_stack
 
 
 def check_stack(path: Path) -> None:
-    from cove.cli.main import check_hypervisor
-    from cove.prepare import require_privileges
+    from cove.start.prepare import check_hypervisor, require_privileges
 
     stack = load_stack(path)
     for member in stack.members:
@@ -33,8 +31,8 @@ def check_stack(path: Path) -> None:
 
 def stack_up_command(path: Path, detach: bool, accel: str | None, timeout: float,
                      no_wait: bool, cold: bool, abort_on_failure: bool) -> None:
-    from cove.prepare import require_privileges, start_detached, wait_healthy
-    from cove.stacks import up_stack
+    from cove.start.prepare import require_privileges, start_detached, wait_healthy
+    from cove.start.stacks import up_stack
 
     stack = load_stack(path)
     for member in stack.members:
@@ -67,7 +65,7 @@ def stack_up_command(path: Path, detach: bool, accel: str | None, timeout: float
 
 
 def stack_down(client: Client, name: str, timeout: float) -> None:
-    from cove.stacks import down_order
+    from cove.start.stacks import down_order
 
     failed = False
     for vm in down_order(client, name):
@@ -101,7 +99,7 @@ def follow_stack_logs(client: Client, stack: str, count: int | None, follow: boo
                       service: str | None, timestamps: bool) -> None:
     """Every member's logs with a `vm |` prefix, like compose: merged by time, and then
     (with follow) as they come, one reader thread per VM."""
-    from cove.stacks import stack_members
+    from cove.start.stacks import stack_members
 
     members = stack_members(client.list_vms(), stack)
     if not members:

@@ -13,7 +13,7 @@ import click
 @click.argument("name")
 def pause(name: str) -> None:
     """Stop a VM's vCPUs (it keeps its memory; `cove resume` goes on at once)."""
-    from cove.client import Client
+    from cove.client.http import Client
 
     Client().state_change(name, "pause")
     click.echo(f"{name} paused")
@@ -25,7 +25,7 @@ def resume(name: str) -> None:
     """Go on with a paused VM, or restore a suspended one (ports, volumes, logs as before)."""
     import time
 
-    from cove.client import Client
+    from cove.client.http import Client
 
     started = time.monotonic()
     vm = Client().state_change(name, "resume")
@@ -36,7 +36,7 @@ def resume(name: str) -> None:
 @click.argument("name")
 def suspend(name: str) -> None:
     """Save a VM's state to disk and end its hypervisor: the host gets the memory back."""
-    from cove.client import Client
+    from cove.client.http import Client
 
     vm = Client().state_change(name, "suspend")
     click.echo(f"{name} suspended (snapshot {vm['snapshot']})")
@@ -68,7 +68,7 @@ def clone(name: str, count: int, prefix: str | None, ports: tuple[str, ...]) -> 
     """New VMs from NAME's current state (NAME pauses only for the save and runs on)."""
     import time
 
-    from cove.client import Client
+    from cove.client.http import Client
 
     started = time.monotonic()
     clones = Client().clone(name, count, prefix, ports)
@@ -92,7 +92,7 @@ def snapshot() -> None:
 def snapshot_save(name: str) -> None:
     """Save NAME's state now (it pauses only for the save and runs on); prints the id that
     `cove snapshot clone` starts new VMs from, even after NAME is gone."""
-    from cove.client import Client
+    from cove.client.http import Client
 
     saved = Client().save_snapshot(name)
     click.echo(f"{saved['id']}  ({saved['size'] / 2**20:.0f} MiB, saved from {name})")
@@ -105,7 +105,7 @@ def snapshot_clone(ident: str, count: int, prefix: str | None, ports: tuple[str,
     """New VMs restored from a snapshot saved with `cove snapshot save`."""
     import time
 
-    from cove.client import Client
+    from cove.client.http import Client
 
     started = time.monotonic()
     clones = Client().clone_snapshot(ident, count, prefix, ports)
@@ -119,7 +119,7 @@ def snapshot_ls(as_json: bool) -> None:
     import time
 
     from cove.cli.table import human_duration, plain_table
-    from cove.client import Client
+    from cove.client.http import Client
 
     found = Client().snapshots()
     if as_json:
@@ -134,7 +134,7 @@ def snapshot_ls(as_json: bool) -> None:
 @click.argument("ids", nargs=-1, required=True)
 def snapshot_rm(ids: tuple[str, ...]) -> None:
     """Remove snapshots (refused for one a VM still needs)."""
-    from cove.client import Client
+    from cove.client.http import Client
 
     client = Client()
     for ident in ids:

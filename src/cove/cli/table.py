@@ -46,7 +46,7 @@ def ls_table(vms: list[dict[str, Any]]) -> str:
     """`cove ls`; with a STACK column, the stacks' VMs together, when any VM has one."""
     if not any(vm.get("stack") for vm in vms):
         return plain_table(LS_HEADERS, ls_rows(vms))
-    from cove.stacks import stack_members
+    from cove.start.stacks import stack_members
 
     alone = [vm for vm in vms if not vm.get("stack")]
     stacks = sorted({vm["stack"] for vm in vms if vm.get("stack")})

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from cove.client import Client
+from cove.cli.output import format_log
+from cove.client.http import Client
 from cove.errors import CoveError, die
 
 if TYPE_CHECKING:
-    from cove.prepare import Overrides
-
-
-def format_log(entry: dict[str, Any], timestamps: bool) -> str:
-    prefix = ""
-    if timestamps and entry.get("ts"):
-        prefix = datetime.fromtimestamp(float(entry["ts"])).isoformat(timespec="milliseconds") + " "
-    return f"{prefix}{entry.get('svc')} | {entry.get('text')}"
+    from cove.start.prepare import Overrides
 
 
 def follow_logs(client: Client, name: str, count: int | None, follow: bool,
@@ -34,7 +27,7 @@ def follow_logs(client: Client, name: str, count: int | None, follow: bool,
 
 
 def resolve_vm(client: Client, name: str) -> str:
-    from cove.stacks import resolve_vm as resolve
+    from cove.start.stacks import resolve_vm as resolve
 
     return resolve(client, name)
 
@@ -42,8 +35,8 @@ def resolve_vm(client: Client, name: str) -> str:
 def up_command(spec_path: Path, detach: bool, flags: Overrides, accel: str | None,
                timeout: float, no_wait: bool, cold: bool = False) -> None:
     from cove.cli.output import progress
-    from cove.prepare import load_with, start_detached, wait_healthy
-    from cove.stacks import replace_dead
+    from cove.start.prepare import load_with, start_detached, wait_healthy
+    from cove.start.stacks import replace_dead
 
     spec = load_with(spec_path, flags)
     client = Client()

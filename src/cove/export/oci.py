@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cove.errors import die
-from cove.proc import run
+from cove.host.proc import run
 from cove.spec.model import Service, Source, Spec
 
 MEDIA = "application/vnd.oci.image"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cove.home import cove_home
+from cove.host.home import cove_home
 from cove.image.cache import Cache
 from cove.image.kernel import KernelArtifact, get_kernel, load_artifact
 from cove.image.rootfs import RootImage

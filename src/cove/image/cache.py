@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from cove.fsutil import remove_tree
+from cove.host.fsutil import remove_tree
 
 TMP_PREFIX = ".tmp-"
 LOCK_NAME = ".lock"  # shared by builds until their VM boots; exclusive for `gc --apply`

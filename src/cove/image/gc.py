@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.errors import die
+from cove.host.proc import running_hypervisor
 from cove.image.cache import TMP_PREFIX, Cache
-from cove.proc import running_hypervisor
 
 BOOT_RECORD = "boot.json"  # in a VM's run dir: the artifacts this boot uses
 

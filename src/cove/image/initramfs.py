@@ -19,12 +19,12 @@ from importlib import resources
 from pathlib import Path
 
 from cove.errors import die
+from cove.host.proc import require_tool
 from cove.image.cache import Cache, content_key, file_digest
 from cove.image.cpio import CpioWriter
 from cove.image.elf import elf_needs
 from cove.image.kernel import KernelArtifact
 from cove.image.modules import module_closure, read_dep_table
-from cove.proc import require_tool
 
 # The guest needs `cove` only as the package around cove.guest: the host's __init__ (the
 # Python API's lazy names) would be imported by every boot for nothing.

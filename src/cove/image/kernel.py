@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cove.errors import die
-from cove.fsutil import read_json_or, write_json
+from cove.host.fsutil import read_json_or, write_json
+from cove.host.proc import run
 from cove.image.cache import Cache, content_key, file_digest
 from cove.image.vmlinux import bzimage_version, extract_vmlinux, is_elf
-from cove.proc import run
 from cove.spec.model import Kernel
 
 APT_LISTS = Path("/var/lib/apt/lists")

@@ -8,7 +8,7 @@ import stat
 import struct
 from pathlib import Path
 
-from cove.proc import run
+from cove.host.proc import run
 
 # squashfs, zstd level 19 in 1 MiB blocks, by bench/image.py (python3 + curl, trimmed, TCG):
 # 19.1 MiB against erofs lz4hc's 34.4 (xz: 19.2), Python up 1.20x erofs's time but

@@ -7,12 +7,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cove.host.proc import run
 from cove.image import trim
 from cove.image.cache import Cache, content_key
 from cove.image.elf import library_closure
 from cove.image.pack import PACK_FORMAT, ROOT_FILE, pack_root
 from cove.image.sources.dpkg import Package, closure, installed_packages, package_files
-from cove.proc import run
 
 FORMAT_VERSION = 6  # bump when the layout of built images changes
 # What every guest needs, whatever the spec asks for: the agent's Python, a shell and

@@ -155,7 +155,7 @@ def quick_build(argv: list[str]) -> bool:
 
 def home_cache() -> Path | None:
     """The cache of a home that exists and is safe (else the full path decides and says)."""
-    from cove.home import cove_home, home_refusal
+    from cove.host.home import cove_home, home_refusal
 
     home = cove_home()
     try:

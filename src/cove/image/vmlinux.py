@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from cove.errors import die
-from cove.proc import require_tool
+from cove.host.proc import require_tool
 
 ELF_MAGIC = b"\x7fELF"
 HDRS_MAGIC = b"HdrS"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cove.errors import die
-from cove.proc import require_tool
+from cove.host.proc import require_tool
 
 STORE_PREFIX = "/nix/store/"
 

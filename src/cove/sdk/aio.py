@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cove.client import Client
+from cove.client.exec import Command, Input, NotReady, Sink, run_command
+from cove.client.http import Client
 from cove.errors import CoveError, VMNotFound
-from cove.home import prepare_home
-from cove.prepare import Overrides, load_with, start_detached, wait_healthy
+from cove.host.home import prepare_home
 from cove.sdk import transfer
 from cove.sdk.types import Chunk, ExecResult, LogLine, SnapshotInfo, Spec, VMInfo, log_line
-from cove.sdk.wsexec import Command, Input, NotReady, Sink, run_command
+from cove.start.prepare import Overrides, load_with, start_detached, wait_healthy
 
 SpecLike = Spec | str | Path | Mapping[str, Any]
 DEFAULT_TIMEOUT = 180.0  # to healthy: a cold boot under TCG with a slow service

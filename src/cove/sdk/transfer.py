@@ -179,7 +179,7 @@ def staging_beside(dest: Path) -> Iterator[Path]:
     try:
         yield staging
     finally:
-        from cove.fsutil import remove_tree
+        from cove.host.fsutil import remove_tree
 
         remove_tree(staging)
 

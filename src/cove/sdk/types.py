@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from cove.errors import CoveError
-from cove.prepare import DictSource
 from cove.spec import model
 from cove.spec.load import load_spec, load_spec_dict
+from cove.start.prepare import DictSource
 
 
 class Spec:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cove.plan import Plan
+from cove.plan.vmplan import Plan
 from cove.vmm.common import cmdline, disks, guest_mac, plain, tap_name
 from cove.vmm.layout import BootFiles, RunPaths
 

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 from cove.errors import die
-from cove.plan import NIX_SERIAL, ROOT_SERIAL, Plan
+from cove.plan.vmplan import NIX_SERIAL, ROOT_SERIAL, Plan
 from cove.vmm.layout import BootFiles, RunPaths
 
 # A guest kernel on these hypervisors resets the VM to stop it (no ACPI power-off path).

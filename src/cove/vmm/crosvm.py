@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cove.plan import Plan
+from cove.plan.vmplan import Plan
 from cove.vmm.common import cmdline, disks, plain, tap_name
 from cove.vmm.layout import BootFiles, RunPaths
 

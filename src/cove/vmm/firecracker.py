@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from cove.plan import Plan
+from cove.plan.vmplan import Plan
 from cove.vmm.common import REBOOT_ARGS, cmdline, disks, guest_mac, tap_name
 from cove.vmm.layout import BootFiles, RunPaths
 

@@ -5,7 +5,7 @@ kvmtool has no graceful stop: cove asks the agent to power off, then `lkvm stop`
 
 from __future__ import annotations
 
-from cove.plan import Plan
+from cove.plan.vmplan import Plan
 from cove.vmm.common import REBOOT_ARGS, cmdline, disks, plain, tap_name
 from cove.vmm.layout import BootFiles, RunPaths
 

@@ -18,11 +18,11 @@ from typing import Any
 from qemu.qmp import ConnectError, QMPClient
 
 from cove.errors import CoveError, die
-from cove.fsutil import write_json
-from cove.plan import AGENT_VSOCK_PORT, Plan
+from cove.host.fsutil import write_json
+from cove.plan.choose import INSTALL_HINTS
+from cove.plan.vmplan import AGENT_VSOCK_PORT, Plan
 from cove.spec.model import Hypervisor
 from cove.vmm import cloud_hypervisor, crosvm, firecracker, kvmtool
-from cove.vmm.choose import INSTALL_HINTS
 from cove.vmm.layout import BootFiles, MemoryFile, RunPaths
 from cove.vmm.qemu import MICROVM, QEMU, Shape, cpu_model, qemu_argv
 from cove.vmm.rest import RestClient

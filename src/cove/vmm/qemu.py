@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.guest.proto import PORT_NAME
-from cove.plan import Plan
+from cove.plan.vmplan import Plan
 from cove.spec.model import Port
 from cove.vmm.common import disks, guest_mac, tap_name
 from cove.vmm.layout import BootFiles, MemoryFile, RunPaths

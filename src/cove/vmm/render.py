@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cove.plan import Plan
+from cove.plan.vmplan import Plan
 from cove.vmm.launch import launcher_for
 from cove.vmm.layout import BootFiles, RunPaths
 

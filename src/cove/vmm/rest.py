@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cove.errors import CoveError
-from cove.local_http import aiohttp
+from cove.host.local_http import aiohttp
 
 
 class ApiError(CoveError):

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from cove.errors import die
-from cove.fsutil import remove_tree
+from cove.host.fsutil import remove_tree
+from cove.host.proc import require_tool
 from cove.image.cache import Cache, content_key
-from cove.proc import require_tool
 
 FORMAT_VERSION = 1
 # The agent's Python, and busybox: the agent powers off with it and users get its applets.

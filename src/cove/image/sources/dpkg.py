@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.errors import die
-from cove.proc import run
+from cove.host.proc import run
 
 DPKG_INFO = Path("/var/lib/dpkg/info")
 QUERY_FORMAT = ("${Package}\t${db:Status-Status}\t${Version}\t${Architecture}\t"

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.errors import die
-from cove.fsutil import remove_tree
+from cove.host.fsutil import remove_tree
+from cove.host.proc import require_tool, run
 from cove.image.cache import Cache, content_key
-from cove.proc import require_tool, run
 
 NIX_OPTIONS = ("--option", "substituters", "", "--option", "build-users-group", "",
                "--option", "sandbox", "false")

@@ -1,0 +1,1 @@
+"""The one client of the daemon: HTTP calls, the exec WebSocket, the on-demand start."""

@@ -1,0 +1,1 @@
+"""The daemon: its server, HTTP API routes, autostart and systemd units."""

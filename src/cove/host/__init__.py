@@ -1,0 +1,2 @@
+"""Host helpers every layer above uses: the home and its paths, processes, files,
+namespaces, journals."""

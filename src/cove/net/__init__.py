@@ -1,0 +1,1 @@
+"""Networks and forwards: cove networks (bridges), stack segments, port forwards."""

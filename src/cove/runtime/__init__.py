@@ -1,1 +1,0 @@
-"""Owning running VMs: one asyncio Machine per VM."""

@@ -1,0 +1,1 @@
+"""One VM's life: its machine, storage, agent channel, saved states and supervision."""
