@@ -10,7 +10,7 @@ The names load on first use, so the CLI (which imports this package) pays nothin
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from cove.version import __version__
 
 TYPE_CHECKING = False  # typing itself costs milliseconds on every CLI call
 if TYPE_CHECKING:

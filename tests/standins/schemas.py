@@ -1,4 +1,4 @@
-"""The upstream API specs in ../shared/schemas, as strict JSON-schema validators.
+"""The upstream API specs vendored in tests/data/schemas, as strict JSON-schema validators.
 
 Strict: an object with declared properties accepts no others, so a body with a misspelt
 or invented field fails, as the real hypervisor would refuse it.
@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "schemas"
 FIRECRACKER = SCHEMAS / "firecracker-v1.16.1.yaml"
 CLOUD_HYPERVISOR = SCHEMAS / "cloud-hypervisor-v53.0.yaml"
 
@@ -32,7 +32,7 @@ Yaml12Loader.add_implicit_resolver(
 
 
 def load(path: Path) -> dict[str, Any]:
-    if not path.exists():  # never a skip: the upstream specs lie in shared/ beside the checkout
+    if not path.exists():  # never a skip: the upstream specs are part of the checkout
         pytest.fail(f"{path} is missing: the upstream-spec tests cannot run without it")
     document: dict[str, Any] = yaml.load(path.read_text(), Loader=Yaml12Loader)
     return document

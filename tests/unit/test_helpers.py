@@ -6,6 +6,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cove.image.vmlinux import bzimage_payload, bzimage_version, compression_of
 from cove.plan.accel import KvmEvidence, kvm_verdict
@@ -84,3 +86,40 @@ def test_real_kernel_header(tmp_path: Path) -> None:
     assert compression_of(bzimage_payload(image)) == "lz4"
     assert bzimage_version(image) == next((tmp_path / "x" / "boot").glob("vmlinuz-*")).name \
         .removeprefix("vmlinuz-")
+
+
+@settings(max_examples=300)
+@given(st.lists(st.text(alphabet="ab\n", max_size=40), max_size=20), st.integers(1, 9))
+def test_line_splitter_keeps_every_character_in_bounded_lines(chunks: list[str],
+                                                              limit: int) -> None:
+    from cove.host.journal import LineSplitter
+
+    splitter = LineSplitter(limit)
+    lines = [line for chunk in chunks for line in splitter.feed("svc", 1, chunk)]
+    pending = "".join(splitter.partial.get(("svc", 1), ([], 0))[0])
+    assert all(len(line) <= limit for line in lines)
+    assert len(pending) < limit
+    text = "".join(chunks)
+    assert "".join(lines) + pending == text.replace("\n", "")
+    assert len(lines) >= text.count("\n")
+
+
+def test_a_line_without_end_comes_out_in_pieces() -> None:
+    from cove.host.journal import MAX_LINE, LineSplitter
+
+    splitter, chunk = LineSplitter(), "x" * 4096
+    lines = [line for _ in range(4096) for line in splitter.feed("svc", 1, chunk)]  # 16 MiB
+    assert lines == ["x" * MAX_LINE] * (16 * 2**20 // MAX_LINE)
+    assert ("svc", 1) not in splitter.partial
+
+
+def test_cpu_percent_never_spans_two_hypervisor_processes() -> None:
+    from cove.vm.supervisor import cpu_interval
+
+    first = (100, 10.0, 5.0)
+    assert cpu_interval(None, first) == (first, None)
+    assert cpu_interval(first, (100, 10.2, 5.1)) == (first, None)  # under 0.5 s: keep
+    assert cpu_interval(first, (100, 11.0, 5.5)) == ((100, 11.0, 5.5), 50.0)
+    restarted = (200, 11.0, 0.3)  # a new QEMU after a restart: less CPU than the old one
+    assert cpu_interval(first, restarted) == (restarted, None)
+    assert cpu_interval((100, 10.0, 9.0), (100, 11.0, 1.0)) == ((100, 11.0, 1.0), None)

@@ -130,7 +130,7 @@ def test_arp_announcement_says_the_address_is_at_the_new_mac() -> None:
 
 def test_what_up_waits_for_is_what_the_daemon_holds_until() -> None:
     """`vm_settled` is the daemon's rule for `?settled=`; `up` stops at the same states."""
-    from cove.client.http import vm_settled
+    from cove.daemon.status import vm_settled
     for state, health, settled in (
             ("starting", "starting", False), ("running", "starting", False),
             ("running", "healthy", True), ("running", "-", True),

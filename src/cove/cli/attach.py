@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import signal
 import sys
 import termios
 import tty
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
-from cove.client.http import Client
-from cove.errors import die
+# first: aiohttp imported without the CA store, which cove.client.exec then finds loaded
 from cove.host.local_http import aiohttp
+
+# isort: split
+from cove.client.exec import Command, run_when_ready, session
+from cove.client.http import Client
 from cove.host.tasks import background
 
 DETACH_KEY = b"\x1d"  # Ctrl-]
@@ -42,72 +43,56 @@ def terminal_size() -> tuple[int, int]:
     return size.lines, size.columns
 
 
-def session(client: Client) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(client.socket)))
-
-
-def input_frame(data: bytes) -> dict[str, Any]:
-    message: dict[str, Any] = {"t": "in", "data": base64.b64encode(data).decode()}
-    if not data:
-        message["eof"] = True
-    return message
-
-
-def pump_stdin(ws: aiohttp.ClientWebSocketResponse) -> None:
-    """Forward our stdin to the guest as it becomes readable (EOF closes the guest's)."""
+async def stdin_chunks() -> AsyncIterator[bytes]:
+    """Our stdin as it becomes readable, until EOF. A regular file or /dev/null cannot be
+    polled; it is read in a thread instead. The queue is bounded: a reader that cannot
+    keep up (the guest's window is full) stops the reading, not our memory."""
     loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=8)
 
     def readable() -> None:
+        if chunks.full():
+            return  # read again once the sender has taken one
         data = os.read(0, 65536)
         if not data:
             loop.remove_reader(0)
-        background(ws.send_json(input_frame(data)))
+        chunks.put_nowait(data)
 
     try:
         loop.add_reader(0, readable)
-    except PermissionError:  # a regular file or /dev/null cannot be polled: read it whole
-        background(send_file_input(ws))
+    except PermissionError:
+        while data := await loop.run_in_executor(None, os.read, 0, 65536):
+            yield data
+        return
+    try:
+        while data := await chunks.get():
+            yield data
+    finally:
+        loop.remove_reader(0)
 
 
-async def send_file_input(ws: aiohttp.ClientWebSocketResponse) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        data = await loop.run_in_executor(None, os.read, 0, 65536)
-        await ws.send_json(input_frame(data))
-        if not data:
-            return
+async def write_output(fd: int, data: bytes) -> None:
+    stream = sys.stderr if fd == 2 else sys.stdout
+    stream.buffer.write(data)
+    stream.flush()
+
+
+def follow_resizes(ws: aiohttp.ClientWebSocketResponse) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGWINCH, lambda: background(
+        ws.send_json({"t": "resize", "rows": terminal_size()[0], "cols": terminal_size()[1]})))
 
 
 async def exec_remote(client: Client, name: str, argv: list[str], env: dict[str, str],
                       cwd: str | None, user: str | None, interactive: bool, use_tty: bool) -> int:
-    rows, cols = terminal_size()
-    async with session(client) as http, http.ws_connect(f"http://cove/v1/vms/{name}/exec") as ws:
-        await ws.send_json({"argv": argv, "env": env, "cwd": cwd, "user": user, "tty": use_tty,
-                            "stdin": interactive, "rows": rows, "cols": cols})
-        loop = asyncio.get_running_loop()
-        with raw_terminal(use_tty):
-            if interactive:
-                pump_stdin(ws)
-            if use_tty:
-                loop.add_signal_handler(signal.SIGWINCH, lambda: background(
-                    ws.send_json({"t": "resize", "rows": terminal_size()[0],
-                                  "cols": terminal_size()[1]})))
-            async for message in ws:
-                frame = message.json()
-                if frame.get("t") == "out":
-                    stream = sys.stderr if frame.get("fd") == 2 else sys.stdout
-                    stream.buffer.write(base64.b64decode(frame["data"]))
-                    stream.flush()
-                elif frame.get("t") == "exit":
-                    if frame.get("error"):
-                        die(f"cannot run {argv[0]} in {name}: {frame['error']}")
-                    return int(frame["code"])
-    die(f"the connection to {name} closed before the command finished")
+    command = Command(argv, env, cwd, user, stdin_chunks() if interactive else None,
+                      tty=terminal_size() if use_tty else None)
+    with raw_terminal(use_tty):
+        return await run_when_ready(client, name, command, write_output,
+                                    follow_resizes if use_tty else None)
 
 
 async def console_remote(client: Client, name: str) -> None:
-    async with session(client) as http, \
-            http.ws_connect(f"http://cove/v1/vms/{name}/console") as ws:
+    async with session(client.socket, name, "console") as ws:
         sys.stderr.write(f"attached to {name}'s console (Enter starts a shell); "
                          "Ctrl-] detaches\r\n")
         detached = asyncio.Event()

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cove.host.home import cove_home
+from cove.host.home import Home, cove_home
 from cove.host.proc import TOOL_PACKAGES
 from cove.host.userns import rootless_share_problem, user_name
 from cove.plan.accel import decide_accel
@@ -86,7 +86,7 @@ def store_share_findings(home: Path) -> list[Finding]:
     import json
 
     findings = []
-    for record in sorted((home / "vms").glob("*/vm.json")):
+    for record in sorted(Home(home).vms.glob("*/vm.json")):
         try:
             shares = json.loads(record.read_text())["plan"].get("shares", [])
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -118,7 +118,7 @@ def privilege_findings() -> list[Finding]:
 
 def diagnose() -> list[Finding]:
     home = cove_home()
-    accel = decide_accel(Accel.AUTO, home / "host")
+    accel = decide_accel(Accel.AUTO, Home(home).host_facts)
     return [
         Finding(True, "accelerator", f"{accel.accel}: {accel.reason}"),
         *hypervisor_findings(accel.accel),

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from cove import __version__
 from cove.cli import copy, export, mcp, service, state
 from cove.errors import CoveError, SpecError, die
+from cove.version import __version__
 
 SPEC_ARG = click.argument("spec", type=click.Path(path_type=Path), default=Path("."))
 ACCEL_OPT = click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,

@@ -7,6 +7,8 @@ import sys
 from datetime import datetime
 from typing import Any, TextIO
 
+from cove.host.journal import LineSplitter
+
 
 def progress(text: str) -> None:
     print(f"cove: {text}", file=sys.stderr, flush=True)
@@ -38,15 +40,11 @@ class ServicePrinter:
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
-        self.partial: dict[tuple[str, int], str] = {}
+        self.lines = LineSplitter()
 
     def log(self, svc: str, fd: int, data: bytes) -> None:
-        text = self.partial.pop((svc, fd), "") + data.decode(errors="replace")
-        *lines, rest = text.split("\n")
-        for line in lines:
+        for line in self.lines.feed(svc, fd, data.decode(errors="replace")):
             self.out.write(f"{svc} | {line}\n")
-        if rest:
-            self.partial[(svc, fd)] = rest
         self.out.flush()
 
     def frame(self, frame: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from cove.errors import die
-from cove.host.home import cove_home
+from cove.host.home import Home, cove_home
 
 
 def entry_for(target: str) -> object:
@@ -28,7 +28,7 @@ def entry_for(target: str) -> object:
             return Entry("stack", str(stack.file), stack.name)
         spec = load_spec(path)
         return Entry("spec", str(spec.file), spec.name)
-    saved = cove_home() / "stacks" / target / "stack.json"
+    saved = Home().stacks / target / "stack.json"
     if saved.is_file():
         return Entry("stack", str(json.loads(saved.read_text())["file"]), target)
     from cove.client.http import Client

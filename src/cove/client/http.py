@@ -13,20 +13,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from cove.client.start import SOCKET_NAME, start_daemon
+from cove.client.connect import start_daemon
+from cove.daemon.status import SETTLED_WAIT_MAX
 from cove.errors import CoveError, VMNotFound
-from cove.host.home import cove_home
-
-SETTLED_WAIT_MAX = 60.0  # longest `?settled=` wait the daemon accepts, in seconds
-
-
-def vm_settled(vm: dict[str, Any]) -> bool:
-    """Whether a VM's status is one `up` stops waiting at: healthy (or nothing to check),
-    unhealthy, asleep as `[idle]` asks, or no longer starting or running. The daemon holds
-    a `GET /v1/vms/NAME?settled=SECONDS` until this holds, by the same rule."""
-    if vm["state"] not in ("running", "starting"):
-        return True
-    return vm["health"] in ("healthy", "-", "unhealthy")
+from cove.host.home import Home, cove_home
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -48,7 +38,7 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class Client:
     def __init__(self, home: Path | None = None, autostart: bool = True) -> None:
         self.home = home or cove_home()
-        self.socket = self.home / SOCKET_NAME
+        self.socket = Home(self.home).socket
         self.autostart = autostart
 
     # -- plumbing ------------------------------------------------------------------------

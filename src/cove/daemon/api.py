@@ -8,14 +8,14 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from cove import __version__
-from cove.client.http import SETTLED_WAIT_MAX, vm_settled
+from cove.daemon.status import SETTLED_WAIT_MAX, vm_settled
 from cove.errors import CoveError
 from cove.guest import proto
 from cove.host.journal import Journal, last, read_entries
 from cove.host.local_http import WSMsgType, web
 from cove.spec.model import Hypervisor
 from cove.spec.settings import valid_name
+from cove.version import __version__
 from cove.vm import lifecycle
 from cove.vm.agent_client import AgentClient
 from cove.vm.machine import tail

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cove.host.fsutil import read_json_or, write_json
+from cove.host.home import Home
 
 if TYPE_CHECKING:
     from cove.daemon.server import Daemon
@@ -39,7 +40,7 @@ class Entry:
 
 
 def load_entries(home: Path) -> list[Entry]:
-    raw = read_json_or(home / FILENAME, [])
+    raw = read_json_or(Home(home).autostart, [])
     entries = []
     for item in raw if isinstance(raw, list) else []:
         try:
@@ -50,7 +51,7 @@ def load_entries(home: Path) -> list[Entry]:
 
 
 def save_entries(home: Path, entries: list[Entry]) -> None:
-    write_json(home / FILENAME, [asdict(e) for e in entries])
+    write_json(Home(home).autostart, [asdict(e) for e in entries])
 
 
 def enable(home: Path, entry: Entry) -> bool:

@@ -17,20 +17,19 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from cove import __version__
-from cove.client.start import SOCKET_NAME
 from cove.daemon.api import routes
 from cove.daemon.autostart import start_enabled
 from cove.errors import CoveError, VMNotFound
 from cove.host.fsutil import write_json
-from cove.host.home import prepare_home
+from cove.host.home import Home, prepare_home
 from cove.host.journal import Journal
 from cove.host.local_http import web
 from cove.host.tasks import background
 from cove.net.segment import Segments
 from cove.spec.model import Restart
+from cove.version import __version__
 from cove.vm.lifecycle import clone_names, clone_records, save_for_clones
 from cove.vm.machine import BOOT_TIMEOUT
 from cove.vm.memory_image import MemoryImage, can_share_memory, shared_memory
@@ -50,23 +49,28 @@ log = logging.getLogger("coved")
 ADOPT_TIMEOUT = 5.0
 
 
-def peer_uid(request: web.Request) -> tuple[int, int] | None:
-    """(pid, uid) of the process at the other end of the unix socket."""
+class Peer(NamedTuple):
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_of(request: web.Request) -> Peer | None:
+    """Who is at the other end of the unix socket (SO_PEERCRED)."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is None:
         return None
     data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", data)
-    return pid, uid
+    return Peer(*struct.unpack("3i", data))
 
 
 @web.middleware
 async def same_user_only(request: web.Request, handler: Any) -> web.StreamResponse:
     """Only our own uid and root may drive the daemon; others are refused and logged."""
-    peer = peer_uid(request)
-    if peer is None or peer[1] not in (os.getuid(), 0):
+    peer = peer_of(request)
+    if peer is None or peer.uid not in (os.getuid(), 0):
         log.warning("refused %s %s from pid %s uid %s", request.method, request.path,
-                    *(peer or ("?", "?")))
+                    *((peer.pid, peer.uid) if peer else ("?", "?")))
         return web.json_response({"error": "permission denied: this cove daemon serves "
                                            f"uid {os.getuid()} only"}, status=403)
     try:
@@ -93,11 +97,11 @@ async def same_user_only(request: web.Request, handler: Any) -> web.StreamRespon
 class Daemon:
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.events = Journal(home / "events.jsonl")
+        self.events = Journal(Home(home).events)
         self.vms: dict[str, VmSupervisor] = {}
         self.broken: dict[str, str] = {}  # VM records that cannot be read: name -> why
         self.started = time.time()
-        self.segments = Segments(home / "stacks")
+        self.segments = Segments(Home(home).stacks)
 
     def join_segment(self, supervisor: VmSupervisor) -> None:
         if supervisor.record.plan.stack:
@@ -222,7 +226,7 @@ class Daemon:
     def load_records(self) -> None:
         """Every VM record of this home; one that cannot be read marks that VM broken and
         the daemon starts anyway."""
-        for path in sorted((self.home / "vms").glob("*/vm.json")):
+        for path in sorted(Home(self.home).vms.glob("*/vm.json")):
             name = path.parent.name
             try:
                 record = VmRecord.load(path)
@@ -280,7 +284,7 @@ class Daemon:
 def claim_home(home: Path) -> int | None:
     """One daemon per home: hold coved.lock for life. None if another daemon has it."""
     home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home / "coved.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(Home(home).daemon_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -300,7 +304,7 @@ async def serve(home: Path) -> None:
     await daemon.adopt_all()
     if daemon.vms:
         log.info("took over %d VM(s) in %.2f s", len(daemon.vms), time.monotonic() - started)
-    path = home / SOCKET_NAME
+    path = Home(home).socket
     path.unlink(missing_ok=True)
     old_umask = os.umask(0o177)  # the socket is born 0600: no window where others connect
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 from cove.errors import die
 
 PRIVATE_UMASK = 0o077  # state is 0600 in 0700 directories
+SOCKET_NAME = "coved.sock"  # the daemon's API, in the home
 
 
 def cove_home() -> Path:
@@ -55,3 +56,83 @@ def prepare_home(home: Path | None = None, private_umask: bool = True) -> Path:
     if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
         home.chmod(stat.S_IMODE(info.st_mode) & ~0o066)  # readable state leaked secrets
     return home
+
+
+class Home:
+    """The one place that names what lives in a cove home. A plain class, not a dataclass:
+    the quick `cove ls` imports this module, and dataclasses pulls in inspect."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or cove_home()
+
+    def __repr__(self) -> str:
+        return f"Home({str(self.root)!r})"
+
+    @property
+    def cache(self) -> Path:
+        """Built artifacts by content hash (may be a link to a shared cache)."""
+        return refuse_broken_link(self.root / "cache")
+
+    @property
+    def vms(self) -> Path:
+        return self.root / "vms"
+
+    def vm(self, name: str) -> Path:
+        return self.vms / name
+
+    @property
+    def volumes(self) -> Path:
+        return self.root / "volumes"
+
+    def volume(self, name: str) -> Path:
+        return self.volumes / f"{name}.ext4"
+
+    @property
+    def networks(self) -> Path:
+        return self.root / "networks"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def stacks(self) -> Path:
+        return self.root / "stacks"
+
+    @property
+    def host_facts(self) -> Path:
+        """What was learnt about this host (the accelerator decision), per host boot."""
+        return self.root / "host"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / SOCKET_NAME
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.root / "coved.log"
+
+    @property
+    def daemon_lock(self) -> Path:
+        return self.root / "coved.lock"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def autostart(self) -> Path:
+        return self.root / "autostart.json"
+
+
+def refuse_broken_link(path: Path) -> Path:
+    """`path`, refused with a fix when it is a link whose target is gone (a cache shared by
+    a link that was moved or never made): creating it would fail with a bare 'File exists'."""
+    if path.is_symlink() and not path.exists():
+        target = os.readlink(path)
+        die(f"{path} is a symbolic link to {target}, which does not exist",
+            f"create that directory (mkdir -p {target}) or remove the link (rm {path}); "
+            "cove then makes a cache of its own")
+    return path

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cove.host.home import cove_home
+from cove.host.home import Home
 from cove.image.cache import Cache
 from cove.image.kernel import KernelArtifact, get_kernel, load_artifact
 from cove.image.rootfs import RootImage
@@ -45,7 +45,7 @@ def artifacts_from_json(data: dict[str, Any]) -> Artifacts:
 
 
 def default_cache() -> Cache:
-    return Cache(cove_home() / "cache")
+    return Cache(Home().cache)
 
 
 def build_artifacts(spec: Spec, cache: Cache | None = None) -> Artifacts:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.errors import die
+from cove.host.home import Home
 from cove.host.proc import running_hypervisor
 from cove.image.cache import TMP_PREFIX, Cache
 
@@ -40,7 +41,7 @@ def artifact_paths(record: dict[str, object]) -> set[str]:
 def used_paths(home: Path) -> set[str]:
     """Artifacts named by VM records (declared VMs) and by running VMs' boot records."""
     used: set[str] = set()
-    for vm in sorted((home / "vms").glob("*")):
+    for vm in sorted(Home(home).vms.glob("*")):
         record = vm / "vm.json"
         if record.exists():
             used |= artifact_paths(json.loads(record.read_text()))
@@ -51,7 +52,7 @@ def used_paths(home: Path) -> set[str]:
 
 
 def unused_entries(home: Path) -> list[Entry]:
-    cache = home / "cache"
+    cache = Home(home).cache
     if not cache.is_dir():
         return []
     used = used_paths(home)
@@ -65,7 +66,7 @@ def unused_entries(home: Path) -> list[Entry]:
 def collect(home: Path, apply: bool) -> list[Entry]:
     unused = unused_entries(home)
     if apply:
-        with Cache(home / "cache").exclusive() as alone:
+        with Cache(Home(home).cache).exclusive() as alone:
             if not alone:
                 die("a build or a VM's boot is under way and may use these artifacts",
                     "run `cove gc --apply` again when it is done")

@@ -155,7 +155,7 @@ def quick_build(argv: list[str]) -> bool:
 
 def home_cache() -> Path | None:
     """The cache of a home that exists and is safe (else the full path decides and says)."""
-    from cove.host.home import cove_home, home_refusal
+    from cove.host.home import Home, cove_home, home_refusal
 
     home = cove_home()
     try:
@@ -164,4 +164,4 @@ def home_cache() -> Path | None:
         return None
     if home_refusal(info, os.geteuid()) or info.st_mode & 0o044:
         return None
-    return home / "cache"
+    return Home(home).cache

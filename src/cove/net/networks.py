@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cove.errors import die
 from cove.host.fsutil import read_json, write_atomic, write_json
-from cove.host.home import cove_home
+from cove.host.home import Home
 from cove.host.proc import require_tool, run
 from cove.spec.settings import NETWORK_PATTERN
 from cove.vmm.common import tap_name
@@ -71,7 +71,7 @@ def require_root() -> None:
 
 
 def network_dir(name: str, home: Path | None = None) -> Path:
-    return (home or cove_home()) / "networks" / name
+    return Home(home).networks / name
 
 
 def load_network(name: str, home: Path | None = None) -> Network:
@@ -88,7 +88,7 @@ def load_network(name: str, home: Path | None = None) -> Network:
 def list_networks(home: Path | None = None) -> list[Network]:
     return [Network(**read_json(p, f"network {p.parent.name}",
                                 f"remove {p.parent} and create the network again"))
-            for p in sorted(((home or cove_home()) / "networks").glob("*/network.json"))]
+            for p in sorted((Home(home).networks).glob("*/network.json"))]
 
 
 def parse_subnet(name: str, subnet: str) -> ipaddress.IPv4Network:
@@ -185,7 +185,7 @@ IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
 def forwarding_memo(home: Path | None) -> Path:
-    return (home or cove_home()) / "networks" / "ip_forward.before"
+    return Home(home).networks / "ip_forward.before"
 
 
 def enable_forwarding(home: Path | None) -> None:

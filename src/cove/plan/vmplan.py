@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cove.errors import die
+from cove.host.home import Home
 from cove.image.kernel import KernelArtifact
 from cove.image.modules import modules_to_load, normalize, read_builtin, read_dep_table
 from cove.image.pack import ROOT_FS
@@ -199,7 +200,7 @@ def guest_cid(name: str) -> int:
 
 def volume_image(source: str, home: Path) -> str:
     """A named volume lives in the cove home; otherwise the source is the image path."""
-    return source if "/" in source else str(home / "volumes" / f"{source}.ext4")
+    return source if "/" in source else str(Home(home).volume(source))
 
 
 def plan_storage(spec: Spec, home: Path) -> tuple[tuple[PlannedShare, ...], tuple[Drive, ...]]:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cove.client.exec import Command, Input, NotReady, Sink, run_command
+from cove.client.exec import Command, Input, Sink, run_when_ready
 from cove.client.http import Client
 from cove.errors import CoveError, VMNotFound
 from cove.host.home import prepare_home
@@ -61,12 +61,7 @@ class VM:
 
     # -- commands ------------------------------------------------------------------------
     async def _run(self, command: Command, sink: Sink) -> int:
-        try:
-            return await run_command(self.client.socket, self.name, command, sink)
-        except NotReady:
-            state = (await self.info()).state  # VMNotFound when there is no such VM
-            raise CoveError(f"{self.name} is {state}, not running",
-                            f"start it with `cove up` or `cove restart {self.name}`") from None
+        return await run_when_ready(self.client, self.name, command, sink)
 
     async def exec(self, argv: Sequence[str], *, stdin: Input = None,
                    env: Mapping[str, str] | None = None, cwd: str | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError, die
-from cove.host.home import cove_home
+from cove.host.home import Home, cove_home
 from cove.image.build import Artifacts, build_artifacts
 from cove.plan.accel import AccelDecision, decide_accel, host_tsc_khz
 from cove.plan.choose import choose_hypervisor, installed_hypervisors
@@ -73,7 +73,7 @@ def require_privileges(spec: Spec) -> None:
 def host_facts(spec: Spec, accel: str | None, hypervisor: Hypervisor | None = None
                ) -> HostFacts:
     requested = Accel(accel) if accel else spec.accel
-    decision = decide_accel(requested, cove_home() / "host")
+    decision = decide_accel(requested, Home().host_facts)
     if hypervisor not in (None, Hypervisor.QEMU, Hypervisor.AUTO) and accel is None \
             and decision.accel != "kvm":
         # show what that hypervisor would get on a KVM host (it cannot run without one)
@@ -165,7 +165,7 @@ def wait_healthy(client: Client, name: str, timeout: float) -> dict[str, Any]:
 
 def check_hypervisor(spec: Spec) -> str:
     """The hypervisor the spec would run on here; dies naming what it cannot give."""
-    accel = decide_accel(spec.accel, cove_home() / "host").accel
+    accel = decide_accel(spec.accel, Home().host_facts).accel
     if spec.hypervisor not in (Hypervisor.AUTO, Hypervisor.QEMU):
         accel = "kvm"  # judge the spec, not this host: it names a KVM-only hypervisor
     choice = choose_hypervisor(spec.hypervisor, accel, installed_hypervisors(),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError, die
 from cove.host.fsutil import write_json
-from cove.host.home import cove_home
+from cove.host.home import Home
 from cove.spec.stack import Condition, Member, Stack
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Report:
 
 
 def stack_dir(name: str, home: Path | None = None) -> Path:
-    return (home or cove_home()) / "stacks" / name
+    return Home(home).stacks / name
 
 
 def save_order(stack: Stack) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from cove.errors import die
 from cove.host.fsutil import read_json_or, remove_tree
+from cove.host.home import Home
 
 KINDS = ("template", "suspend", "clone", "saved")
 KEPT = frozenset({"template", "saved"})  # not removed with the VM they came from
@@ -92,7 +93,7 @@ class Snapshot:
 
 
 def snapshots_dir(home: Path) -> Path:
-    return home / "snapshots"
+    return Home(home).snapshots
 
 
 def new_id(kind: str) -> str:
@@ -156,7 +157,7 @@ def copy_sparse(source: str, target: Path) -> None:
 def needed_snapshots(home: Path) -> set[str]:
     """Snapshots VM records name: suspend images and clone sources."""
     needed = set()
-    for record in (home / "vms").glob("*/vm.json"):
+    for record in Home(home).vms.glob("*/vm.json"):
         data = read_json_or(record, {})
         if isinstance(data, dict) and data.get("snapshot"):
             needed.add(str(data["snapshot"]))

@@ -54,6 +54,21 @@ def process_usage(pid: int) -> tuple[float, int]:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, rss_pages * os.sysconf("SC_PAGESIZE")
 
 
+CpuSample = tuple[int, float, float]  # pid, monotonic time, CPU seconds used by then
+
+
+def cpu_interval(last: CpuSample | None, now: CpuSample) -> tuple[CpuSample, float | None]:
+    """The sample to keep and the CPU percent since `last` (None until 0.5 s have passed).
+    A sample of another process (the VM restarted with a new hypervisor) or one whose CPU
+    time is larger than now starts afresh: a percentage across two processes is no
+    measurement (it read -63.7% right after a restart)."""
+    if last is None or last[0] != now[0] or last[2] > now[2] or now[1] < last[1]:
+        return now, None
+    if now[1] - last[1] < 0.5:
+        return last, None
+    return now, round(100 * (now[2] - last[2]) / (now[1] - last[1]), 1)
+
+
 def process_start(pid: int) -> float | None:
     """When a process started (epoch seconds): an adopted VM's uptime counts from there."""
     try:
@@ -82,7 +97,7 @@ class VmSupervisor:
         self.clean_exit = False
         self.error = ""
         self.watcher: asyncio.Task[None] | None = None
-        self.cpu_sample: tuple[float, float] | None = None
+        self.cpu_sample: CpuSample | None = None
         self.saver: asyncio.Task[None] | None = None
         self.saving = False
         self.idle = IdleKeeper(self) if record.plan.idle_suspend_after else None
@@ -293,7 +308,9 @@ class VmSupervisor:
         if self.idle is not None:
             background(self.keep_idle_watch())
         # CPU use is reported per interval between looks; the first interval starts at spawn
-        self.cpu_sample = (machine.started_at, 0.0) if machine.started_at else None
+        pid = machine.process.pid if machine.process is not None else 0
+        self.cpu_sample = (pid, machine.started_at, 0.0) if machine.started_at else None
+        self.cpu_percent = None
         self.watcher = asyncio.create_task(self.watch(machine))
 
     async def watch(self, machine: Machine) -> None:
@@ -359,15 +376,13 @@ class VmSupervisor:
         machine = self.machine
         if machine is None or machine.process is None or not machine.running:
             return None, None
-        cpu, rss = process_usage(machine.process.pid)
-        now = time.monotonic()
-        if self.cpu_sample is None:
-            self.cpu_sample = (now, cpu)
-            return None, rss
-        then, used = self.cpu_sample
-        if now - then >= 0.5:
-            self.cpu_percent = round(100 * (cpu - used) / (now - then), 1)
-            self.cpu_sample = (now, cpu)
+        pid = machine.process.pid
+        cpu, rss = process_usage(pid)
+        sample = (pid, time.monotonic(), cpu)
+        kept, percent = cpu_interval(self.cpu_sample, sample)
+        if percent is not None or kept is sample:  # a new interval, or one started afresh
+            self.cpu_percent = percent
+        self.cpu_sample = kept
         return self.cpu_percent, rss
 
     def status_health(self) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.errors import die
-from cove.host.home import cove_home
+from cove.host.home import Home
 from cove.host.proc import running_hypervisor
 from cove.spec.settings import valid_name
 from cove.vmm.layout import RunPaths
@@ -27,7 +27,7 @@ class VmDir:
         if not valid_name(name):
             die(f"{name!r} is not a valid VM name",
                 "names are lower-case letters, digits, '.', '_' and '-' (at most 63)")
-        return cls((home or cove_home()) / "vms" / name)
+        return cls(Home(home).vm(name))
 
     @property
     def run(self) -> Path:

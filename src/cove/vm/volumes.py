@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cove.errors import die
-from cove.host.home import cove_home
+from cove.host.home import Home
 from cove.host.proc import run
 from cove.spec.settings import valid_name
 from cove.spec.values import parse_size_mib
@@ -24,7 +24,7 @@ class VolumeInfo:
 
 
 def volumes_dir(home: Path | None = None) -> Path:
-    return (home or cove_home()) / "volumes"
+    return Home(home).volumes
 
 
 def volume_path(name: str, home: Path | None = None) -> Path:
