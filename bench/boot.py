@@ -19,9 +19,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import free_port, median, print_table, stop_home, write_json
+from bench.common import (
+    bench_home,
+    free_port,
+    home_sharing_cache,
+    median,
+    print_table,
+    stop_home,
+    write_json,
+)
+from cove.host.home import Home
 from cove.image.build import Artifacts, build_artifacts
-from cove.image.cache import Cache
 from cove.image.cpio import CpioWriter
 from cove.image.initramfs import busybox_path, module_paths
 from cove.image.pack import ROOT_FS
@@ -177,7 +185,7 @@ def main() -> None:
 
 
 def run(tmp: Path, n: int, skip_cold: bool) -> None:
-    env = {**os.environ}
+    env, _ = bench_home(tmp, "")
     cold = None
     if not skip_cold:
         cold_env = {**env, "COVE_HOME": str(tmp / "cold-home")}
@@ -185,17 +193,14 @@ def run(tmp: Path, n: int, skip_cold: bool) -> None:
         shutil.rmtree(tmp / "cold-home")
     noop = median([time_build(env) for _ in range(3)])
     spec = load_spec(HELLO)
-    artifacts = build_artifacts(spec, Cache(Path(env.get("COVE_HOME", "/var/lib/cove"))
-                                            / "cache") if "COVE_HOME" in env else None)
+    artifacts = build_artifacts(spec)
     plan = make_plan(spec, HostFacts(decide_accel(spec.accel), host_tsc_khz()),
                      artifacts.kernel, with_services=False)
     port = free_port()
     served = make_plan(apply_overrides(spec, (f"{port}:8080",)),
                        HostFacts(decide_accel(spec.accel), host_tsc_khz()), artifacts.kernel)
     plan = Plan(**{**plan.__dict__, "ports": ()})
-    up_env = {**env, "COVE_HOME": str(tmp / "up-home")}
-    (tmp / "up-home").mkdir(mode=0o700)
-    (tmp / "up-home" / "cache").symlink_to(Path(env.get("COVE_HOME", "/var/lib/cove")) / "cache")
+    up_env = home_sharing_cache(tmp, "up-home", Home().cache)
     bare, cli, ping, service, healthy = [], [], [], [], []
     try:
         for _ in range(n):  # interleaved, so drift in the machine's load hits all alike
@@ -206,6 +211,7 @@ def run(tmp: Path, n: int, skip_cold: bool) -> None:
             healthy.append(time_up_healthy(up_env, port))
     finally:
         stop_home(tmp / "up-home")
+        stop_home(tmp / "home")
     report(n, (bare, cli, ping, service, healthy), noop, cold, artifacts.root.size)
 
 

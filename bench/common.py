@@ -15,18 +15,34 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+HELLO = Path(__file__).resolve().parents[1] / "examples" / "hello"
+
+
 def bench_home(tmp: Path, spec_text: str, spec_name: str = "spec"
                ) -> tuple[dict[str, str], Path]:
-    """A throw-away cove home sharing the real artifact cache, and a spec written in `tmp`."""
-    from cove.host.home import cove_home
-
+    """A fresh cove home in `tmp` (nothing shared with the user's: every bench starts from
+    an empty home), made this process's home too, and a spec written in `tmp`. The hello
+    example and the spec are built here, untimed, so no measurement pays for a build."""
     home = tmp / "home"
-    home.mkdir()
-    (home / "cache").symlink_to(cove_home() / "cache")
+    home.mkdir(mode=0o700)
+    os.environ["COVE_HOME"] = str(home)
     spec = tmp / spec_name
     spec.mkdir()
     (spec / "cove.toml").write_text(spec_text)
-    return {**os.environ, "COVE_HOME": str(home)}, spec
+    env = {**os.environ}
+    for target in (HELLO, spec) if spec_text else (HELLO,):
+        subprocess.run([sys.executable, "-m", "cove", "build", str(target)], check=True,
+                       env=env, capture_output=True)
+    return env, spec
+
+
+def home_sharing_cache(tmp: Path, name: str, cache: Path) -> dict[str, str]:
+    """A second home whose artifacts are the first one's (its cache, linked)."""
+    home = tmp / name
+    home.mkdir(mode=0o700)
+    cache.mkdir(parents=True, exist_ok=True)
+    (home / "cache").symlink_to(cache)
+    return {**os.environ, "COVE_HOME": str(home)}
 
 
 def daemon_pid(home: Path) -> int | None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench.boot import HELLO, INIT_HEAD, MARKER, bare_initramfs
-from bench.common import median, print_table, write_json
+from bench.common import bench_home, median, print_table, write_json
 from cove.image.build import Artifacts, build_artifacts
 from cove.image.rootfs import populate_tree, resolve_packages
 from cove.plan.accel import decide_accel, host_tsc_khz
@@ -77,36 +77,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=3)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cove-bench-image-") as tmp:
+        measure(Path(tmp), args.n)
+
+
+def measure(work: Path, n: int) -> None:
+    from cove.host.home import Home
+
+    bench_home(work, "")
     spec = load_spec(HELLO)
     artifacts = build_artifacts(spec)
-    from cove.host.home import cove_home
-
-    facts = HostFacts(decide_accel(spec.accel, cove_home() / "host"), host_tsc_khz(), frozenset(),
-                      cove_home())
+    home = Home()
+    facts = HostFacts(decide_accel(spec.accel, home.host_facts), host_tsc_khz(), frozenset(),
+                      home.root)
     plan = make_plan(spec, facts, artifacts.kernel)
     results: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="cove-bench-image-") as tmp:
-        work = Path(tmp)
-        packages = resolve_packages(spec.packages)
-        populate_tree(work / "whole", packages, keep=("*",))  # what roots were before
-        populate_tree(work / "tree", packages)
-        images = {"erofs-lz4hc, no trim rules": work / "root.whole"}
-        pack(work / "whole", "erofs-lz4hc", images["erofs-lz4hc, no trim rules"])
-        for fmt in ("erofs-lz4hc", "squashfs-zstd", "squashfs-zstd-1m", "squashfs-xz"):
-            images[fmt] = work / f"root.{fmt}"
-            pack(work / "tree", fmt, images[fmt])
-        for label, image in images.items():
-            fstype = "squashfs" if "squashfs" in label else "erofs"
-            initrd = work / f"{fstype}.cpio"
-            if not initrd.exists():
-                initramfs(artifacts, plan, fstype, initrd)
-            runs = [boot(plan, artifacts.kernel.vmlinux, initrd, image, work)
-                    for _ in range(args.n)]
-            results[label] = {"mib": round(image.stat().st_size / 2**20, 1),
-                              "python_s": round(median([r[0] for r in runs]), 2),
-                              "http_server_s": round(median([r[1] for r in runs]), 2)}
+    packages = resolve_packages(spec.packages)
+    populate_tree(work / "whole", packages, keep=("*",))  # what roots were before
+    populate_tree(work / "tree", packages)
+    images = {"erofs-lz4hc, no trim rules": work / "root.whole"}
+    pack(work / "whole", "erofs-lz4hc", images["erofs-lz4hc, no trim rules"])
+    for fmt in ("erofs-lz4hc", "squashfs-zstd", "squashfs-zstd-1m", "squashfs-xz"):
+        images[fmt] = work / f"root.{fmt}"
+        pack(work / "tree", fmt, images[fmt])
+    for label, image in images.items():
+        fstype = "squashfs" if "squashfs" in label else "erofs"
+        initrd = work / f"{fstype}.cpio"
+        if not initrd.exists():
+            initramfs(artifacts, plan, fstype, initrd)
+        runs = [boot(plan, artifacts.kernel.vmlinux, initrd, image, work)
+                for _ in range(n)]
+        results[label] = {"mib": round(image.stat().st_size / 2**20, 1),
+                          "python_s": round(median([r[0] for r in runs]), 2),
+                          "http_server_s": round(median([r[1] for r in runs]), 2)}
     base = results["erofs-lz4hc"]
-    print_table(f"Root image formats (python3 + curl, N={args.n}, TCG; goal <= 20 MiB)", [
+    print_table(f"Root image formats (python3 + curl, N={n}, TCG; goal <= 20 MiB)", [
         (label, f"{r['mib']:5.1f} MiB ({r['mib'] / base['mib']:.2f}x)  python {r['python_s']:.2f}"
                 f" s ({r['python_s'] / base['python_s']:.2f}x)  http.server "
                 f"{r['http_server_s']:.2f} s ({r['http_server_s'] / base['http_server_s']:.2f}x)")
