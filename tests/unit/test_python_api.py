@@ -3,13 +3,18 @@ of hostile archives, and that the CLI does not pay for the API's imports."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import stat
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cove
 from cove.errors import CoveError
@@ -79,7 +84,8 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "",
     ([member("a/../../evil")], "outside the destination"),
     ([member("dev", tarfile.CHRTYPE)], "device or FIFO"),
     ([member("fifo", tarfile.FIFOTYPE)], "device or FIFO"),
-    ([member("esc", tarfile.SYMTYPE, "/"), member("esc/evil")], "through a link"),
+    ([member("esc", tarfile.SYMTYPE, "/"), member("esc/evil")], "points outside"),
+    ([member("hard", tarfile.LNKTYPE, "never-sent")], "did not send before"),
     ([member("hard", tarfile.LNKTYPE, "../../etc/passwd")], "hard link"),
 ])
 def test_hostile_archives_are_refused(tmp_path: Path, members: list[tarfile.TarInfo],
@@ -113,3 +119,60 @@ def test_public_names_resolve() -> None:
         assert getattr(cove, name) is not None
     with pytest.raises(AttributeError):
         _ = cove.nothing_here
+
+
+@pytest.mark.parametrize(("members", "why"), [
+    ([member("x", tarfile.SYMTYPE, "/etc/passwd")], "points outside"),
+    ([member("x/a", tarfile.SYMTYPE, "../../etc")], "points outside"),
+    ([member("other")], "not under"),
+    ([member("x/" + "a" * 300)], "longer than a file system takes"),
+    ([member("x/" + "a/" * 2100 + "f")], "longer than a file system takes"),
+])
+def test_a_copy_lands_only_under_the_name_asked_for(tmp_path: Path,
+                                                    members: list[tarfile.TarInfo],
+                                                    why: str) -> None:
+    land = tmp_path / "land"
+    land.mkdir()
+    with pytest.raises(CoveError, match=why):
+        extract_from(archive(*[(m, b"x" if m.isreg() else b"") for m in members]), land, "x")
+    assert list(tmp_path.iterdir()) == [land]
+    assert not any(path.is_symlink() for path in land.rglob("*"))
+
+
+def test_a_tar_bomb_stops_at_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    from cove.sdk import transfer
+
+    monkeypatch.setattr(transfer, "MAX_COPY_BYTES", 10)
+    monkeypatch.setattr(transfer, "MAX_COPY_MEMBERS", 3)
+    with pytest.raises(CoveError, match="more than the destination can take"):
+        extract_from(archive((member("x"), b"y" * 11)), tmp_path, "x")
+    many = tmp_path / "many"
+    many.mkdir()
+    with pytest.raises(CoveError, match="more than 3 entries"):
+        extract_from(archive(*[(member(f"x/{i}"), b"") for i in range(4)]), many, "x")
+
+
+NAMES = st.sampled_from(["x", "x/a", "x/a/b", "x/..", "x/../..", "/x", "x/l", "x/l/f", "y",
+                         "x/./c", ".."])
+TARGETS = st.sampled_from(["/", "/etc", "..", "../..", "a", "l", "../x", "x/a", "../../out"])
+KINDS = st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
+                         tarfile.CHRTYPE, tarfile.FIFOTYPE])
+
+
+@settings(max_examples=int(os.environ.get("COVE_TAR_EXAMPLES", "400")), deadline=None)
+@given(st.lists(st.tuples(NAMES, KINDS, TARGETS), max_size=8))
+def test_no_archive_writes_outside_the_destination(tmp_path_factory: pytest.TempPathFactory,
+                                                   entries: list[tuple[str, bytes, str]]
+                                                   ) -> None:
+    top = tmp_path_factory.mktemp("copy")
+    land = top / "land"
+    land.mkdir()
+    members = [(member(name, kind, link), b"data" if kind == tarfile.REGTYPE else b"")
+               for name, kind, link in entries]
+    with contextlib.suppress(CoveError):
+        extract_from(archive(*members), land, "x")
+    assert sorted(p.name for p in top.iterdir()) == ["land"]
+    for path in land.rglob("*"):
+        assert os.path.realpath(path).startswith(str(land.resolve())), path
+        assert not stat.S_ISCHR(path.lstat().st_mode) and not stat.S_ISFIFO(path.lstat().st_mode)

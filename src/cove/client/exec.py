@@ -164,8 +164,8 @@ async def exchange(ws: aiohttp.ClientWebSocketResponse, vm: str, command: Comman
         await kill(ws)
         raise ExecTimeout(f"{command.argv[0]} in {vm} ran past its timeout of "
                           f"{command.timeout:g} s; its process group was killed") from None
-    except asyncio.CancelledError:
-        await kill(ws)  # Ctrl-C or a cancelled task: the guest command goes too
+    except BaseException:
+        await kill(ws)  # Ctrl-C, a cancelled task or a sink that refused: the command goes too
         raise
     finally:
         if feeder is not None:

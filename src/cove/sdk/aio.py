@@ -96,12 +96,22 @@ class VM:
             raise CoveError(f"cannot write {path} in {self.name}: "
                             f"{result.stderr.decode(errors='replace').strip()}")
 
-    async def get_file(self, path: str) -> bytes:
-        result = await self.exec(["cat", "--", path])
-        if result.returncode:
+    async def get_file(self, path: str, limit: int = transfer.MAX_FILE_READ) -> bytes:
+        """The file's bytes (at most `limit`: a guest's file is held in memory here)."""
+        out, err = bytearray(), bytearray()
+
+        async def collect(fd: int, data: bytes) -> None:
+            target = err if fd == 2 else out
+            if len(target) + len(data) > limit:
+                raise CoveError(f"{path} in {self.name} is larger than {limit} bytes",
+                                "copy it with `cove cp` or vm.copy_out, which stream to disk")
+            target.extend(data)
+
+        code = await self._run(Command(["cat", "--", path]), collect)
+        if code:
             raise CoveError(f"cannot read {path} in {self.name}: "
-                            f"{result.stderr.decode(errors='replace').strip()}")
-        return result.stdout
+                            f"{err.decode(errors='replace').strip()}")
+        return bytes(out)
 
     async def copy_in(self, source: str | Path, dest: str) -> None:
         """`cove cp SOURCE VM:DEST`: a file or a tree, modes and owners kept."""
@@ -127,12 +137,13 @@ class VM:
                                 f"{errors.decode(errors='replace').strip() or f'exit {code}'}")
             if isinstance(tops, BaseException):
                 raise CoveError(f"cannot copy {self.name}:{source}: {tops}") from tops
-            return transfer.place(staging, tops[0], dest)
+            return transfer.place(staging, transfer.source_top(source), dest)
 
     async def _receive_tree(self, source: str, staging: Path
                             ) -> tuple[int, bytes, list[str] | BaseException]:
         read_end, write_end = os.pipe()
-        extractor = asyncio.create_task(asyncio.to_thread(extract_pipe, read_end, staging))
+        extractor = asyncio.create_task(asyncio.to_thread(
+            extract_pipe, read_end, staging, transfer.source_top(source)))
         errors = bytearray()
 
         async def deliver(fd: int, data: bytes) -> None:
@@ -235,9 +246,9 @@ class ExecStream:
                     await task
 
 
-def extract_pipe(fd: int, staging: Path) -> list[str]:
+def extract_pipe(fd: int, staging: Path, top: str) -> list[str]:
     with os.fdopen(fd, "rb") as stream:
-        tops = transfer.extract_from(stream, staging)
+        tops = transfer.extract_from(stream, staging, top)
     if not tops:
         raise CoveError("the guest sent an empty archive")
     return tops

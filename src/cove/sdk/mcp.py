@@ -18,6 +18,7 @@ from cove.sdk import aio
 from cove.sdk.transfer import copy_plan
 
 OUTPUT_LIMIT = 1 << 20  # per stream in one exec result: an agent's context is not a disk
+MCP_FILE_READ = 16 << 20  # one get_file: it travels as one MCP message
 
 server = MCPServer("cove", instructions=(
     "Run code in throwaway microVMs. `up` a spec (a cove.toml path, or spec keys such as "
@@ -92,7 +93,7 @@ async def put_file(name: str, path: str, content: str, mode: int = 0o644,
 @cove_tool
 async def get_file(name: str, path: str) -> dict[str, str]:
     """Read a file from the VM: text, or base64 when it is not UTF-8."""
-    return text_or_base64(await aio.VM(name).get_file(path))
+    return text_or_base64(await aio.VM(name).get_file(path, MCP_FILE_READ))
 
 
 @server.tool()

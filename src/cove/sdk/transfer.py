@@ -22,6 +22,11 @@ from typing import IO, Any
 from cove.errors import CoveError, die
 
 PIPE_READ = 256 * 1024
+MAX_COPY_BYTES = 64 * 2**30  # one `cove cp` out of a guest, at most (and the disk's room)
+MAX_COPY_MEMBERS = 1_000_000
+DISK_MARGIN = 256 * 2**20  # a copy never fills the destination's disk to the last byte
+MAX_PATH, MAX_NAME = 4096, 255  # bytes: Linux's PATH_MAX and NAME_MAX
+MAX_FILE_READ = 256 * 2**20  # `get_file` holds the file in memory: at most this much
 # member_target has checked each member; Python's own filters (where it has them) would
 # also drop the modes and owners that a copy keeps
 TRUSTED: dict[str, Any] = {"filter": "fully_trusted"} \
@@ -59,9 +64,14 @@ def put_argv(path: str, mode: int) -> list[str]:
     return ["/bin/sh", "-c", PUT_SCRIPT, "sh", path, f"{mode & 0o7777:o}"]
 
 
+def source_top(path: str) -> str:
+    """The one top-level name a guest's tar of `path` may hold ("." for the root)."""
+    return posixpath.split(posixpath.normpath(path))[1] or "."
+
+
 def pack_argv(path: str) -> list[str]:
-    parent, base = posixpath.split(posixpath.normpath(path))
-    return ["tar", "-c", "--numeric-owner", "-C", parent or "/", "--", base or "."]
+    parent = posixpath.split(posixpath.normpath(path))[0]
+    return ["tar", "-c", "--numeric-owner", "-C", parent or "/", "--", source_top(path)]
 
 
 def pack_into(fd: int, source: Path) -> None:
@@ -91,55 +101,134 @@ def inside(root: str, path: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def member_target(root: str, member: tarfile.TarInfo) -> str:
-    """Where a member from a guest may be written, or a CoveError saying why not."""
+class Budget:
+    """What one copy from a guest may hold: members, bytes, and the room the destination's
+    file system has (less a margin), whatever the tar headers claim."""
+
+    def __init__(self, root: str) -> None:
+        room = os.statvfs(root)
+        self.bytes = min(MAX_COPY_BYTES, room.f_bavail * room.f_frsize - DISK_MARGIN)
+        self.members = MAX_COPY_MEMBERS
+
+    def take(self, member: tarfile.TarInfo) -> None:
+        self.members -= 1
+        self.bytes -= max(member.size, 0)
+        if self.members < 0:
+            raise CoveError(f"the guest sent more than {MAX_COPY_MEMBERS} entries; "
+                            "nothing more was copied", "copy a smaller tree")
+        if self.bytes < 0:
+            raise CoveError(f"the guest sent more than the destination can take (at most "
+                            f"{MAX_COPY_BYTES // 2**30} GiB, and the disk's free room); "
+                            "nothing more was copied", "free room, or copy less")
+
+
+def check_name(member: tarfile.TarInfo, top: str | None) -> str:
+    """The member's normalised name, or a CoveError: outside the destination, under a
+    name the user did not ask for, or longer than any file system takes."""
     name = posixpath.normpath(member.name)
     if name.startswith("/") or name == ".." or name.startswith("../"):
-        raise CoveError(f"the guest sent {member.name!r}, which would land outside the "
+        raise CoveError(f"the guest sent {shown(member.name)}, which would land outside the "
                         "destination; nothing more was copied")
+    if len(name.encode(errors="surrogateescape")) > MAX_PATH or any(
+            len(part.encode(errors="surrogateescape")) > MAX_NAME for part in name.split("/")):
+        raise CoveError(f"the guest sent a name of {len(name)} characters "
+                        f"({shown(name[:60])}...), longer than a file system takes")
+    if top not in (None, ".") and name.split("/")[0] != top:
+        raise CoveError(f"the guest sent {shown(member.name)}, which is not under the "
+                        f"{shown(top)} that was asked for; nothing more was copied")
+    return name
+
+
+def member_target(root: str, member: tarfile.TarInfo, top: str | None = None) -> str:
+    """Where a member from a guest may be written, or a CoveError saying why not."""
+    name = check_name(member, top)
     if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-        raise CoveError(f"the guest sent {member.name!r}, a device or FIFO; cove copies "
-                        "files, directories and links only")
+        raise CoveError(f"the guest sent {shown(member.name)}, a device or FIFO; cove "
+                        "copies files, directories and links only")
     target = os.path.join(root, name)
-    if not inside(root, os.path.realpath(os.path.dirname(target))):
-        raise CoveError(f"the guest sent {member.name!r} through a link that leaves the "
-                        "destination; nothing more was copied")
+    if os.path.realpath(os.path.dirname(target)) != os.path.dirname(target):
+        # through a link the stream made: never followed, even one that stays inside (a
+        # link's own target is checked against where its name says it is)
+        raise CoveError(f"the guest sent {shown(member.name)} through a link; nothing more "
+                        "was copied")
     if member.islnk():
         linked = os.path.realpath(os.path.join(root, posixpath.normpath(member.linkname)))
         if member.linkname.startswith("/") or not inside(root, linked):
-            raise CoveError(f"the guest sent a hard link {member.name!r} to outside the "
+            raise CoveError(f"the guest sent a hard link {shown(member.name)} to outside the "
                             "destination")
+    if member.issym():
+        pointed = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
+        if member.linkname.startswith("/") or pointed == ".." or pointed.startswith("../"):
+            raise CoveError(f"the guest sent a symbolic link {shown(member.name)} -> "
+                            f"{shown(member.linkname)}, which points outside the destination;"
+                            " nothing more was copied")
     return target
 
 
-def extract_from(stream: IO[bytes], root: Path) -> list[str]:
-    """Extract a guest's tar stream under `root`; returns the top-level names."""
+def extract_one(archive: tarfile.TarFile, member: tarfile.TarInfo, root: str) -> None:
+    try:
+        archive.extract(member, root, numeric_owner=True, **TRUSTED)
+    except KeyError:  # tarfile's word for a hard link to a member it has not seen
+        raise CoveError(f"the guest sent a hard link {shown(member.name)} to "
+                        f"{shown(member.linkname)}, which it did not send before") from None
+    except tarfile.TarError as error:
+        raise CoveError(f"the guest sent a broken archive at {shown(member.name)}: "
+                        f"{error}") from None
+
+
+def shown(text: str) -> str:
+    """A guest's name as it may be printed: quoted, control characters escaped."""
+    return repr(text)
+
+
+def extract_from(stream: IO[bytes], root: Path, top: str | None = None) -> list[str]:
+    """Extract a guest's tar stream under `root`, every member under `top` (the name that
+    was asked for) when given; returns the top-level names."""
     real_root = os.path.realpath(root)
+    budget = Budget(real_root)
     tops: list[str] = []
     directories: list[tarfile.TarInfo] = []
-    with tarfile.open(fileobj=stream, mode="r|") as archive:
-        for member in archive:
-            target = member_target(real_root, member)
-            member.mode &= ~(stat.S_ISUID | stat.S_ISGID)
-            top = posixpath.normpath(member.name).split("/")[0]
-            if top not in tops:
-                tops.append(top)
-            if os.path.islink(target) or (os.path.lexists(target)
-                                          and not os.path.isdir(target)):
-                os.unlink(target)  # never write through what was there
-            if member.isdir():  # modes and times after the contents, as tar does
-                os.makedirs(target, mode=0o700, exist_ok=True)
-                directories.append(member)
-                continue
-            archive.extract(member, real_root, numeric_owner=True, **TRUSTED)
-    for member in reversed(directories):
-        target = os.path.join(real_root, posixpath.normpath(member.name))
-        if os.path.islink(target):
-            continue
-        archive.chown(member, target, numeric_owner=True)
-        os.chmod(target, member.mode & 0o7777)
-        os.utime(target, (member.mtime, member.mtime))
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            for member in archive:
+                target = member_target(real_root, member, top)
+                budget.take(member)
+                first = posixpath.normpath(member.name).split("/")[0]
+                if first not in tops:
+                    tops.append(first)
+                if write_member(archive, member, target, real_root):
+                    directories.append(member)
+            for member in reversed(directories):  # modes and times after the contents
+                set_directory(archive, member, os.path.join(real_root, posixpath.normpath(
+                    member.name)))
+    except tarfile.TarError as error:
+        raise CoveError(f"the guest sent a broken archive: {error}") from None
+    except OSError as error:
+        raise CoveError(f"cannot write what the guest sent: {error.strerror}: "
+                        f"{shown(str(error.filename))}") from None
     return tops
+
+
+def write_member(archive: tarfile.TarFile, member: tarfile.TarInfo, target: str,
+                 root: str) -> bool:
+    """Write one checked member (set-id bits dropped); True for a directory, whose mode
+    and times are set once its contents are in."""
+    member.mode &= ~(stat.S_ISUID | stat.S_ISGID)
+    if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+        os.unlink(target)  # never write through what was there
+    if member.isdir():
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        return True
+    extract_one(archive, member, root)
+    return False
+
+
+def set_directory(archive: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> None:
+    if os.path.islink(target) or not os.path.isdir(target):
+        return
+    archive.chown(member, target, numeric_owner=True)
+    os.chmod(target, member.mode & 0o7777)
+    os.utime(target, (member.mtime, member.mtime))
 
 
 def place(staging: Path, top: str, dest: Path) -> Path:
