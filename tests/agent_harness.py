@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from cove.vm.agent_client import AgentClient, Frame
+from cove.vm.agent_client import AgentClient
+from cove.vm.frames import Frame
 from cove.vmm.vsock import unix_connector
 
 

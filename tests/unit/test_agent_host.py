@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from cove.vm.agent_client import AgentClient, AgentError, Frame, greeted
+from cove.vm.agent_client import AgentClient, AgentError, greeted
+from cove.vm.frames import Frame
 from cove.vmm.vsock import unix_connector
 from tests.agent_harness import running_agent
 from tests.standins.guest import pipe

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cove.vm.agent_client import AgentClient, Frame
+from cove.vm.agent_client import AgentClient
+from cove.vm.frames import Frame
 from cove.vmm.vsock import VsockError, connect_hybrid, hybrid_connector, parse_ok
 from tests.agent_harness import running_agent
 from tests.standins.hybrid_vsock import HybridVsockStandIn

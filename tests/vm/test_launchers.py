@@ -26,7 +26,7 @@ from cove.plan.accel import AccelDecision
 from cove.plan.vmplan import HostFacts, Plan, make_plan
 from cove.spec import load_spec
 from cove.spec.model import Hypervisor
-from cove.vm.agent_client import Frame
+from cove.vm.frames import Frame
 from cove.vm.machine import Machine
 from cove.vm.vmdir import VmDir
 from cove.vmm import launch

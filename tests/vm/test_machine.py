@@ -13,7 +13,8 @@ from cove.image.build import build_artifacts
 from cove.plan.accel import decide_accel, host_tsc_khz
 from cove.plan.vmplan import HostFacts, make_plan
 from cove.spec import load_spec
-from cove.vm.agent_client import AgentError, Frame, greeted
+from cove.vm.agent_client import AgentError, greeted
+from cove.vm.frames import Frame
 from cove.vm.machine import Machine
 from cove.vm.vmdir import VmDir
 from cove.vmm.vsock import unix_connector

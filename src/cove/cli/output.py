@@ -7,6 +7,7 @@ import sys
 from datetime import datetime
 from typing import Any, TextIO
 
+from cove.cli.table import printable
 from cove.host.journal import LineSplitter
 
 
@@ -41,20 +42,24 @@ class ServicePrinter:
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
         self.lines = LineSplitter()
+        self.escape = out.isatty()
 
     def log(self, svc: str, fd: int, data: bytes) -> None:
         for line in self.lines.feed(svc, fd, data.decode(errors="replace")):
-            self.out.write(f"{svc} | {line}\n")
+            text = f"{svc} | {line}"
+            self.out.write(f"{printable(text) if self.escape else text}\n")
         self.out.flush()
 
     def frame(self, frame: dict[str, Any]) -> None:
         if frame.get("t") == "log":
             self.log(str(frame.get("svc")), int(frame.get("fd", 1)),
                      base64.b64decode(frame.get("data", "")))
+        elif frame.get("t") == "broken":
+            progress(f"the guest broke the agent protocol: {printable(str(frame.get('error')))}")
         elif frame.get("t") == "event":
             sentence = describe_event(frame)
             if sentence:
-                progress(sentence)
+                progress(printable(sentence) if sys.stderr.isatty() else sentence)
 
 
 def write_stream(fd: int, data: bytes) -> None:
@@ -84,8 +89,18 @@ def explain(error: BaseException) -> tuple[str, str | None]:
             "this is a cove bug; please report it with the command you ran")
 
 
-def format_log(entry: dict[str, Any], timestamps: bool) -> str:
-    prefix = ""
-    if timestamps and entry.get("ts"):
-        prefix = datetime.fromtimestamp(float(entry["ts"])).isoformat(timespec="milliseconds") + " "
-    return f"{prefix}{entry.get('svc')} | {entry.get('text')}"
+def format_log(entry: dict[str, Any], timestamps: bool,
+               escape: bool | None = None) -> str:
+    """One log line as `cove logs` prints it; control characters written out when stdout
+    is a terminal (`escape` None), or as told."""
+    prefix = f"{log_time(entry.get('ts'))} " if timestamps else ""
+    line = f"{prefix}{entry.get('svc')} | {entry.get('text')}"
+    return printable(line) if (sys.stdout.isatty() if escape is None else escape) else line
+
+
+def log_time(ts: object) -> str:
+    """A log entry's time; a missing or impossible one (an old or damaged log file) as ?."""
+    try:
+        return datetime.fromtimestamp(float(ts)).isoformat(timespec="milliseconds")  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"

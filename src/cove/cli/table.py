@@ -8,6 +8,18 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+# C0 controls but tab, DEL and the C1 controls: what a terminal may take for a command
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0a, 0x20), 0x7f,
+                                        *range(0x80, 0xa0))}
+
+
+def printable(text: str) -> str:
+    """`text` with the characters a terminal would act on written out (`\\x1b`), so what a
+    guest sends (service output, names, errors) cannot move the cursor, retitle the
+    window or answer for the user. Only for a terminal: piped output stays as it came."""
+    return text.translate(_CONTROLS)
+
+
 def plain_table(headers: list[str], rows: list[list[str]]) -> str:
     """Left-aligned columns two spaces apart under a header row, no trailing blanks."""
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
@@ -43,7 +55,15 @@ def ls_rows(vms: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def ls_table(vms: list[dict[str, Any]]) -> str:
-    """`cove ls`; with a STACK column, the stacks' VMs together, when any VM has one."""
+    """`cove ls`, and below it why each broken or failed VM is so."""
+    table = grouped_table(vms)
+    why = [f"{vm['name']}: {printable(str(vm['error']))}" for vm in vms
+           if vm.get("error") and vm["state"] in ("broken", "failed")]
+    return "\n".join([table, *why])
+
+
+def grouped_table(vms: list[dict[str, Any]]) -> str:
+    """With a STACK column, the stacks' VMs together, when any VM has one."""
     if not any(vm.get("stack") for vm in vms):
         return plain_table(LS_HEADERS, ls_rows(vms))
     from cove.start.stacks import stack_members

@@ -37,8 +37,25 @@ def the_daemon(request: web.Request) -> Daemon:
 
 
 def running_vm(request: web.Request) -> VmSupervisor:
+    """The VM, while its hypervisor runs (forwards, the console)."""
     supervisor = the_daemon(request).vm(request.match_info["name"])
     if supervisor.machine is None or supervisor.machine.agent is None:
+        raise CoveError(f"{supervisor.name} is {supervisor.state}, not running",
+                        f"start it with `cove up` or `cove restart {supervisor.name}`")
+    return supervisor
+
+
+def answering_vm(request: web.Request) -> VmSupervisor:
+    """The VM, if its agent can answer now: not paused (its vCPUs would hold the request),
+    not broken (its guest broke the protocol), not booting or stopping."""
+    supervisor = the_daemon(request).vm(request.match_info["name"])
+    if supervisor.state == "paused":
+        raise CoveError(f"{supervisor.name} is paused", f"`cove resume {supervisor.name}` first")
+    if supervisor.state == "broken":
+        raise CoveError(f"{supervisor.name} is broken: {supervisor.error}",
+                        f"`cove restart {supervisor.name}` boots it again, or `cove down`")
+    if supervisor.state != "running" or supervisor.machine is None \
+            or supervisor.machine.agent is None:
         raise CoveError(f"{supervisor.name} is {supervisor.state}, not running",
                         f"start it with `cove up` or `cove restart {supervisor.name}`")
     return supervisor
@@ -186,7 +203,7 @@ async def down_vm(request: web.Request) -> web.Response:
 @routes.post("/v1/vms/{name}/ping")
 async def ping_vm(request: web.Request) -> web.Response:
     """One round trip to the guest agent: the floor under every exec."""
-    agent = running_vm(request).machine.agent  # type: ignore[union-attr]
+    agent = answering_vm(request).machine.agent  # type: ignore[union-attr]
     assert agent is not None
     reply = await agent.request("ping")
     return web.json_response({"uptime": reply.get("uptime")})
@@ -367,7 +384,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 @routes.get("/v1/vms/{name}/exec")
 async def exec_ws(request: web.Request) -> web.WebSocketResponse:
     """First message: {argv, env, cwd, user, tty, stdin, rows, cols}; then proto frames."""
-    supervisor = running_vm(request)
+    supervisor = answering_vm(request)
     ws = web.WebSocketResponse()
     await ws.prepare(request)
     try:

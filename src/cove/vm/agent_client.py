@@ -10,9 +10,8 @@ from typing import Any
 
 from cove.errors import CoveError
 from cove.guest import proto
+from cove.vm.frames import Frame, GuestViolation, checked
 from cove.vmm.vsock import Connector
-
-Frame = dict[str, Any]
 
 
 class AgentError(CoveError):
@@ -24,6 +23,7 @@ class AgentRefused(AgentError):
 
 
 HELLO_RETRY = 2.0  # a hello unanswered this long is sent again, on a new connection
+REQUEST_DEADLINE = 30.0  # seconds an agent has to answer a request, unless it says otherwise
 REJOIN_GAP = 0.3  # longer than the agent's look for a host (guest/link.py RECHECK)
 
 
@@ -92,11 +92,22 @@ class AgentClient:
         try:
             while data := await reader.read(1 << 16):
                 for frame in decoder.feed(data):
-                    self._dispatch(frame)
-        except (proto.ProtocolError, ConnectionError) as error:
+                    self._dispatch(checked(frame))
+        except (proto.ProtocolError, GuestViolation) as error:
+            self._violated(str(error))
+            return
+        except ConnectionError as error:
             self._fail(AgentError(f"agent channel broken: {error}"))
             return
         self._fail(AgentError("the guest agent closed the channel"))
+
+    def _violated(self, reason: str) -> None:
+        """The guest broke the protocol: nothing more is read from it, everything waiting
+        fails now, and the owner hears why (a `broken` frame of the host's own)."""
+        self._fail(AgentError(f"the guest broke the agent protocol: {reason}"))
+        if self.writer is not None:
+            self.writer.close()
+        self.on_frame({"t": "broken", "error": reason})
 
     def _dispatch(self, frame: Frame) -> None:
         kind = frame.get("t")
@@ -130,14 +141,23 @@ class AgentClient:
         for stream in self.streams.values():
             stream.queue.put_nowait({"t": "exit", "code": None, "error": str(error)})
 
-    async def request(self, op: str, **args: Any) -> Frame:
+    async def request(self, op: str, timeout: float = REQUEST_DEADLINE, **args: Any) -> Frame:
+        """Ask the agent; its answer within `timeout` s, or AgentError (a guest that does
+        not answer holds nothing of the host's for longer)."""
         request_id = next(self.ids)
         if op in ("exec", "connect"):
             self.channel_requests.add(request_id)
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
         self.send({"t": "req", "id": request_id, "op": op, **args})
-        reply = await future
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise AgentError(f"the guest agent did not answer {op} within {timeout:g} s"
+                             ) from None
+        finally:
+            self.pending.pop(request_id, None)
+            self.channel_requests.discard(request_id)
         if not reply.get("ok"):
             raise AgentError(f"the guest agent refused {op}: {reply.get('error')}")
         return reply

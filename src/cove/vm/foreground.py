@@ -11,7 +11,7 @@ from typing import Any
 from cove.errors import CoveError
 from cove.image.build import Artifacts, default_cache
 from cove.plan.vmplan import Plan
-from cove.vm.agent_client import Frame
+from cove.vm.frames import Frame
 from cove.vm.machine import Machine
 from cove.vm.vmdir import VmDir
 from cove.vm.vmstate import keep_template

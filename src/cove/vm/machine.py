@@ -28,7 +28,8 @@ from cove.net.forward import Activity, Forwards, check_ports_free
 from cove.net.networks import attach, detach
 from cove.plan.vmplan import Plan, boot_modules
 from cove.plan.warm import snapshot_blockers, template_key
-from cove.vm.agent_client import AgentClient, AgentError, Frame, greeted
+from cove.vm.agent_client import AgentClient, AgentError, greeted
+from cove.vm.frames import Frame
 from cove.vm.snapshots import Snapshot, find_template
 from cove.vm.storage import (
     delivered_files,

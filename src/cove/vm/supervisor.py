@@ -17,7 +17,7 @@ from cove.host.journal import Journal, LineSplitter
 from cove.host.tasks import background
 from cove.spec.model import Port, Restart
 from cove.spec.overrides import parse_port
-from cove.vm.agent_client import Frame
+from cove.vm.frames import Frame
 from cove.vm.idle import IdleKeeper
 from cove.vm.machine import Machine
 from cove.vm.record import VmRecord
@@ -34,6 +34,10 @@ BACKOFF_MAX = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVICE_STATE_AFTER = {"started": "running", "restarting": "restarting", "stopped": "stopped",
                        "failed": "failed"}
+
+
+AUTO_FORWARD_LOWEST = 1024  # a guest never gets a privileged host port by saying it listens
+MAX_AUTO_FORWARDS = 64  # auto forwards of one VM at once
 
 
 def vm_should_restart(policy: Restart, clean: bool) -> bool:
@@ -108,10 +112,14 @@ class VmSupervisor:
         return self.record.name
 
     def emit(self, kind: str, **fields: Any) -> None:
-        self.events.append({"ts": time.time(), "vm": self.name, "kind": kind, **fields})
+        # the VM's name last: a field of a guest's event never names another VM
+        self.events.append({"ts": time.time(), **fields, "vm": self.name, "kind": kind})
 
     def on_frame(self, frame: Frame) -> None:
-        if frame.get("t") == "log":
+        """A checked frame from this VM's agent (vm/frames.py), or the host's own `broken`."""
+        if frame.get("t") == "broken":
+            self.mark_broken(str(frame.get("error")))
+        elif frame.get("t") == "log":
             text = base64.b64decode(frame.get("data", "")).decode(errors="replace")
             svc, fd = str(frame.get("svc")), int(frame.get("fd", 1))
             for line in self.splitter.feed(svc, fd, text):
@@ -119,10 +127,17 @@ class VmSupervisor:
         elif frame.get("t") == "event":
             self.service_event(frame)
 
+    def mark_broken(self, reason: str) -> None:
+        """The guest broke the agent protocol: the VM is `broken` (in `ls`, with the reason)
+        until it is restarted or brought down; its hypervisor is left to the user."""
+        self.state, self.error = "broken", f"the guest broke the agent protocol: {reason}"
+        self.logs.append({"ts": time.time(), "svc": "cove", "fd": 2, "text": self.error})
+        self.emit("broken", error=self.error)
+
     def service_event(self, frame: Frame) -> None:
         kind, svc = str(frame.get("kind")), frame.get("svc")
-        if kind in ("listening", "closed") and isinstance(frame.get("port"), int):
-            background(self.auto_forward(kind, int(frame["port"])))
+        if kind in ("listening", "closed") and "port" in frame:
+            self.guest_port(kind, int(frame["port"]))
         if kind == "poweroff":
             self.clean_exit = True
         if svc is not None:
@@ -259,6 +274,21 @@ class VmSupervisor:
             if self.dir.running_pid() is None:
                 return
             await asyncio.sleep(0.1)
+
+    def guest_port(self, kind: str, port: int) -> None:
+        """A guest says a port opened or closed. Only where the spec asks for auto_forward
+        (the guest's own word on that is not taken), only unprivileged ports, and at most
+        MAX_AUTO_FORWARDS at once: a guest cannot take the host's ports for itself."""
+        if not self.record.plan.agent_config.get("auto_forward"):
+            return
+        machine = self.machine
+        autos = sum(f.auto for f in machine.forwards.list()) if machine is not None else 0
+        if kind == "listening" and (port < AUTO_FORWARD_LOWEST or autos >= MAX_AUTO_FORWARDS):
+            self.emit("forward-refused", port=port, error=(
+                f"port {port} is below {AUTO_FORWARD_LOWEST}" if port < AUTO_FORWARD_LOWEST
+                else f"{MAX_AUTO_FORWARDS} ports are forwarded already"))
+            return
+        background(self.auto_forward(kind, port))
 
     async def auto_forward(self, kind: str, port: int) -> None:
         """auto_forward: a guest port that starts listening gets the same host port."""
