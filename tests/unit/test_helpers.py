@@ -123,3 +123,39 @@ def test_cpu_percent_never_spans_two_hypervisor_processes() -> None:
     restarted = (200, 11.0, 0.3)  # a new QEMU after a restart: less CPU than the old one
     assert cpu_interval(first, restarted) == (restarted, None)
     assert cpu_interval((100, 10.0, 9.0), (100, 11.0, 1.0)) == ((100, 11.0, 1.0), None)
+
+
+def test_logs_are_read_from_their_end(tmp_path: Path) -> None:
+    import json
+
+    from cove.host.journal import last_entries, last_lines
+
+    log, rotated = tmp_path / "services.log", tmp_path / "services.log.1"
+    rotated.write_text("".join(json.dumps({"svc": "a", "n": i}) + "\n" for i in range(5000)))
+    log.write_text("not json\n" + "".join(json.dumps({"svc": "b" if i % 2 else "a", "n": i})
+                                          + "\n" for i in range(5000, 5010)))
+    assert [e["n"] for e in last_entries((log, rotated), 3, {})] == [5007, 5008, 5009]
+    assert [e["n"] for e in last_entries((log, rotated), 7, {"svc": "a"})] == \
+        [4998, 4999, 5000, 5002, 5004, 5006, 5008]
+    assert len(last_entries((log, rotated), None, {})) == 5010
+    assert last_entries((tmp_path / "none",), 5, {}) == []
+    text = tmp_path / "console.log"
+    text.write_bytes(b"x" * 200_000 + b"\nlast but one\nlast")
+    assert last_lines(text, 2) == ["last but one", "last"]
+
+
+def test_a_follower_that_stops_reading_is_cut_off(tmp_path: Path) -> None:
+    import asyncio
+
+    from cove.host.journal import FOLLOW_BACKLOG, LAGGED, Journal
+
+    async def scenario() -> None:
+        journal = Journal(tmp_path / "j.jsonl")
+        with journal.subscribe() as queue:
+            for n in range(FOLLOW_BACKLOG + 10):
+                journal.append({"n": n})
+            assert queue.qsize() == 1 and queue.get_nowait() is LAGGED
+            assert not journal.subscribers
+        journal.close()
+
+    asyncio.run(scenario())

@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from cove.daemon.status import SETTLED_WAIT_MAX, vm_settled
 from cove.errors import CoveError
 from cove.guest import proto
-from cove.host.journal import Journal, last, read_entries
+from cove.host.journal import FOLLOW_BACKLOG, LAGGED, Journal, last_entries, last_lines
 from cove.host.local_http import WSMsgType, web
 from cove.spec.model import Hypervisor
 from cove.spec.settings import valid_name
 from cove.version import __version__
 from cove.vm import lifecycle
 from cove.vm.agent_client import AgentClient
-from cove.vm.machine import tail
 from cove.vm.record import VmRecord
 from cove.vm.snapshots import Snapshot, get_snapshot, list_snapshots, remove_snapshot
 from cove.vm.vmdir import VmDir
@@ -306,11 +306,19 @@ async def stream_entries(request: web.Request, backlog: list[dict[str, Any]],
         await response.write_eof()
         return response
     with journal.subscribe() as queue, contextlib.suppress(ConnectionError):
-        while True:
-            entry = await queue.get()
+        while (entry := await queue.get()) is not LAGGED:
             if all(entry.get(k) == v for k, v in match.items() if v is not None):
                 await response.write((json.dumps(entry) + "\n").encode())
+        await response.write((json.dumps(lagged_notice()) + "\n").encode())
     return response
+
+
+def lagged_notice() -> dict[str, Any]:
+    """What a follower that fell FOLLOW_BACKLOG entries behind gets last, in the shape of a
+    log line (and of an event: kind)."""
+    return {"ts": time.time(), "svc": "cove", "fd": 2, "kind": "follower-lagged",
+            "text": f"this follower fell over {FOLLOW_BACKLOG} entries behind and was cut "
+                    "off; follow again to go on"}
 
 
 @routes.get("/v1/vms/{name}/forwards")
@@ -350,14 +358,14 @@ async def vm_logs(request: web.Request) -> web.StreamResponse:
     match = {"svc": request.query.get("service")}
     supervisor = daemon.vms.get(name)
     if supervisor is not None:
-        return await stream_entries(request, supervisor.logs.tail(count, **match),
-                                    supervisor.logs, match)
+        backlog = await asyncio.to_thread(supervisor.logs.tail, count, **match)
+        return await stream_entries(request, backlog, supervisor.logs, match)
     logs = VmDir.for_name(name, daemon.home).logs
     if not logs.is_dir():
         daemon.vm(name)  # raises 404
-    entries = [e for e in read_entries(logs / "services.log.1", logs / "services.log")
-               if match["svc"] in (None, e.get("svc"))]
-    return await stream_entries(request, last(entries, count), None, match)
+    entries = await asyncio.to_thread(last_entries, (logs / "services.log",
+                                                     logs / "services.log.1"), count, match)
+    return await stream_entries(request, entries, None, match)
 
 
 @routes.get("/v1/vms/{name}/console-log")
@@ -368,7 +376,8 @@ async def console_log(request: web.Request) -> web.Response:
     path = VmDir.for_name(name, daemon.home).sockets.console_log
     if not path.exists():
         daemon.vm(name)
-    return web.Response(text=tail(path, count or 100) + "\n")
+    lines = await asyncio.to_thread(last_lines, path, count or 100)
+    return web.Response(text="\n".join(lines) + "\n")
 
 
 @routes.get("/v1/events")
@@ -377,7 +386,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     check_query(request, ("n", "follow", "vm"))
     query_follow(request)
     match = {"vm": request.query.get("vm")}
-    backlog = daemon.events.tail(query_int(request, "n", 100), **match)
+    backlog = await asyncio.to_thread(daemon.events.tail, query_int(request, "n", 100),
+                                      **match)
     return await stream_entries(request, backlog, daemon.events, match)
 
 
@@ -407,16 +417,19 @@ async def exec_ws(request: web.Request) -> web.WebSocketResponse:
     pump = asyncio.create_task(forward_input(ws, agent, channel))
     activity = supervisor.machine.activity  # type: ignore[union-attr]
     activity.opened()  # an exec session keeps an idle-suspending VM up
+    ended = False
     try:
-        while True:
+        while not ended:
             frame = await stream.queue.get()
+            ended = frame.get("t") == "exit"
             await ws.send_json(for_client(frame))
-            if frame.get("t") == "exit":
-                break
     finally:
         activity.closed()
         pump.cancel()
-        agent.streams.pop(channel, None)
+        if not ended:  # the client went first: its command goes too
+            with contextlib.suppress(CoveError):
+                agent.send({"t": "kill", "ch": channel})
+        agent.close_stream(channel)
         await ws.close()
     return ws
 

@@ -24,7 +24,11 @@ POLL_IN = select.POLLIN
 POLL_OUT = select.POLLOUT
 RECHECK = 0.25  # how often to look for a host while none is connected
 PENDING_LIMIT = 4 * 1024 * 1024  # bytes of frames kept while no host listens
-OUT_LIMIT = 16 * 1024 * 1024
+OUT_LIMIT = 16 * 1024 * 1024  # a last resort: output is held long before (CONGESTED)
+CONGESTED = 1024 * 1024  # bytes waiting for the host: stop reading the children's output
+FLOWING = 256 * 1024  # ... and read it again once the host has taken this much of it
+MAX_CANDIDATES = 4  # vsock connections waiting to prove themselves with the token
+CANDIDATE_TIMEOUT = 5.0  # seconds a new connection has to send its hello
 
 
 def say_refused() -> None:
@@ -141,6 +145,7 @@ class HostLink:
     def _hangup(self) -> None:
         self.connected = False
         self.out.clear()
+        self.reactor.release_output()  # no host: output is kept (bounded) or dropped
         self.decoder = proto.Decoder()
         self.reactor.unwatch(self.fd)
         self.wait_for_host()
@@ -179,6 +184,8 @@ class HostLink:
         self.out += data
         if was_empty:
             self.flush()
+        if len(self.out) > CONGESTED:
+            self.reactor.hold_output()
 
     def flush(self) -> None:
         while self.out:
@@ -192,6 +199,8 @@ class HostLink:
                 self._hangup()
                 return
             del self.out[:written]
+        if self.reactor.holding and len(self.out) < FLOWING:
+            self.reactor.release_output()
         if self.fd in self.reactor.handlers:
             self.reactor.modify(self.fd, POLL_IN | (POLL_OUT if self.out else 0))
 
@@ -218,6 +227,7 @@ class SocketLink(HostLink):
                  on_frame: Callable[[dict[str, object]], None],
                  on_hello: Callable[[dict[str, object]], None], token: str = "") -> None:
         self.listener = listener
+        self.candidates: dict[int, proto.Decoder] = {}  # connections yet to say hello
         super().__init__(reactor, "", on_frame, on_hello, token)
 
     def open(self, path: str) -> int:
@@ -228,18 +238,68 @@ class SocketLink(HostLink):
                            self._accept)
 
     def _accept(self, _revents: int) -> None:
+        """A new connection is a candidate until its hello carries this boot's token: the
+        host's authenticated connection stays until then, so a local user who can reach
+        the vsock port cannot cut the host off by connecting."""
         try:
             fd, _address = self.listener._accept()  # type: ignore[attr-defined]
         except OSError:
             return
-        if self.fd >= 0:  # a new host replaces the old connection
+        if len(self.candidates) >= MAX_CANDIDATES:
+            self._drop_candidate(next(iter(self.candidates)))
+        os.set_blocking(fd, False)
+        decoder = self.candidates[fd] = proto.Decoder()
+        self.reactor.watch(fd, POLL_IN, lambda revents: self._candidate_ready(fd, revents))
+        # (this candidate's: the fd's number may be another connection's by then)
+        self.reactor.later(CANDIDATE_TIMEOUT, lambda: self._drop_candidate(fd, decoder))
+
+    def _candidate_ready(self, fd: int, revents: int) -> None:
+        decoder = self.candidates.get(fd)
+        if decoder is None:
+            return
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        try:
+            frames = decoder.feed(data) if data else None
+        except proto.ProtocolError:
+            frames = None
+        if not frames:
+            if not data or revents & (select.POLLHUP | select.POLLERR) or frames is None:
+                self._drop_candidate(fd)
+            return
+        if frames[0].get("t") != "hello" or not self._token_ok(frames[0].get("token")):
+            say_refused()
+            try:
+                os.write(fd, proto.encode({"t": "refused", "error": "wrong or missing token"}))
+            except OSError:
+                pass
+            self._drop_candidate(fd)
+            return
+        self._promote(fd, decoder, frames)
+
+    def _promote(self, fd: int, decoder: proto.Decoder, frames: list[dict[str, object]]
+                 ) -> None:
+        """The candidate proved itself: it replaces the old connection."""
+        del self.candidates[fd]
+        self.reactor.unwatch(fd)
+        if self.fd >= 0:
             self.reactor.unwatch(self.fd)
             os.close(self.fd)
-        self.fd = fd
-        os.set_blocking(fd, False)
-        self.connected = False
-        self.decoder = proto.Decoder()
+        self.fd, self.decoder, self.connected = fd, decoder, False
         self.reactor.watch(fd, POLL_IN, self._ready)
+        self._greeted(frames[0])
+        for frame in frames[1:]:
+            self.on_frame(frame)
+
+    def _drop_candidate(self, fd: int, which: proto.Decoder | None = None) -> None:
+        if fd in self.candidates and which in (None, self.candidates[fd]):
+            del self.candidates[fd]
+            self.reactor.unwatch(fd)
+            os.close(fd)
 
     def _ready(self, revents: int) -> None:
         if self.fd >= 0:

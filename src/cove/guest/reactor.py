@@ -56,6 +56,10 @@ class Reactor:
     def __init__(self) -> None:
         self.poller = select.poll()
         self.handlers: dict[int, Callable[[int], None]] = {}
+        # flow control: while the host is slow to take output (HostLink.congested), the
+        # children's output pipes are not read, so their writes block, not our memory grow
+        self.holding = False
+        self.held: set[int] = set()
         self.timers: list[tuple[float, int, Timer, Callable[[], None]]] = []
         self.sequence = 0
         self.children: dict[int, Child] = {}
@@ -79,8 +83,26 @@ class Reactor:
         self.poller.modify(fd, events)
 
     def unwatch(self, fd: int) -> None:
+        self.held.discard(fd)
         if self.handlers.pop(fd, None) is not None:
             self.poller.unregister(fd)
+
+    def hold_output(self) -> None:
+        """Stop reading children's output until `release_output`."""
+        if self.holding:
+            return
+        self.holding = True
+        for child in self.children.values():
+            for fd in child.outputs:
+                if fd in self.handlers and fd not in self.held:
+                    self.poller.unregister(fd)
+                    self.held.add(fd)
+
+    def release_output(self) -> None:
+        self.holding = False
+        for fd in self.held:
+            self.poller.register(fd, READ)
+        self.held.clear()
 
     def later(self, delay: float, callback: Callable[[], None]) -> Timer:
         timer = Timer()
@@ -222,6 +244,9 @@ class Reactor:
         for fd in child.outputs:
             os.set_blocking(fd, False)
             self.watch(fd, READ, self._reader(child, fd))
+            if self.holding:
+                self.poller.unregister(fd)
+                self.held.add(fd)
         return child
 
     def _reader(self, child: Child, fd: int) -> Callable[[int], None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,11 @@ MAX_LINE = 64 * 1024  # characters; a longer line is kept in pieces of this size
 
 Entry = dict[str, Any]
 DEFAULT_CAP = 8 * 1024 * 1024  # bytes per file; one rotated file is kept beside it
+
+
+FOLLOW_BACKLOG = 1024  # entries a follower may be behind before it is cut off
+LAGGED: Entry = {"lagged": True}  # the last entry a cut-off follower gets
+TAIL_BLOCK = 64 * 1024
 
 
 class Journal:
@@ -39,17 +45,23 @@ class Journal:
             self.handle.close()
             os.replace(self.path, self.rotated)
             self.handle = self.path.open("a", encoding="utf-8")
-        for queue in self.subscribers:
-            queue.put_nowait(entry)
+        for queue in list(self.subscribers):
+            try:
+                queue.put_nowait(entry)
+            except asyncio.QueueFull:  # a follower that stopped reading: cut it off
+                self.subscribers.discard(queue)
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(LAGGED)
 
     def tail(self, count: int | None = None, **match: Any) -> list[Entry]:
-        entries = [e for e in read_entries(self.rotated, self.path)
-                   if all(e.get(k) == v for k, v in match.items() if v is not None)]
-        return last(entries, count)
+        """The last `count` entries that match (all for None), read from the end of the
+        files: blocking, so the daemon calls it in a thread."""
+        return last_entries((self.path, self.rotated), count, match)
 
     @contextmanager
     def subscribe(self) -> Iterator[asyncio.Queue[Entry]]:
-        queue: asyncio.Queue[Entry] = asyncio.Queue()
+        queue: asyncio.Queue[Entry] = asyncio.Queue(maxsize=FOLLOW_BACKLOG)
         self.subscribers.add(queue)
         try:
             yield queue
@@ -58,6 +70,56 @@ class Journal:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def lines_from_end(path: Path) -> Iterator[bytes]:
+    """A file's lines, last first, read in blocks from its end (a log of megabytes is not
+    read whole to show its last twenty lines)."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        end = handle.seek(0, os.SEEK_END)
+        rest = b""
+        while end > 0:
+            start = max(0, end - TAIL_BLOCK)
+            handle.seek(start)
+            block = handle.read(end - start) + rest
+            end = start
+            first, *lines = block.split(b"\n")
+            rest = first
+            yield from reversed([line for line in lines if line])
+        if rest:
+            yield rest
+
+
+def last_lines(path: Path, count: int) -> list[str]:
+    """The last `count` lines of a text file (the console log)."""
+    found: list[str] = []
+    for line in lines_from_end(path):
+        if len(found) >= count:
+            break
+        found.append(line.decode(errors="replace"))
+    return found[::-1]
+
+
+def last_entries(paths: tuple[Path, ...], count: int | None, match: dict[str, Any]
+                 ) -> list[Entry]:
+    """The last `count` matching entries of JSON-lines files, newest file first."""
+    found: list[Entry] = []
+    for path in paths:
+        for line in lines_from_end(path):
+            if count is not None and len(found) >= count:
+                return found[::-1]
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if isinstance(entry, dict) and all(
+                    entry.get(k) == v for k, v in match.items() if v is not None):
+                found.append(entry)
+    return found[::-1]
 
 
 def read_entries(*paths: Path) -> list[Entry]:
@@ -115,3 +177,18 @@ class LineSplitter:
 
     def cut(self, line: str) -> list[str]:
         return [line[i:i + self.limit] for i in range(0, max(len(line), 1), self.limit)]
+
+
+def bound_file(path: Path, cap: int) -> bool:
+    """Keep a file another process appends to (a console log QEMU writes with O_APPEND)
+    under `cap`: past it, its contents move to `path.1` and it starts again from empty.
+    A rename would not do: the writer keeps its descriptor. True when it was cut."""
+    try:
+        if path.stat().st_size <= cap:
+            return False
+        with path.open("rb") as source, path.with_name(path.name + ".1").open("wb") as kept:
+            shutil.copyfileobj(source, kept, TAIL_BLOCK)
+        os.truncate(path, 0)
+    except FileNotFoundError:
+        return False
+    return True

@@ -188,7 +188,7 @@ class Forwards:
             pass
         finally:
             upstream.cancel()
-            agent.streams.pop(channel, None)
+            agent.close_stream(channel)
             writer.close()
 
     async def _upstream(self, reader: asyncio.StreamReader, agent: Any, channel: int) -> None:

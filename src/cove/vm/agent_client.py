@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,14 +25,42 @@ class AgentRefused(AgentError):
 
 HELLO_RETRY = 2.0  # a hello unanswered this long is sent again, on a new connection
 REQUEST_DEADLINE = 30.0  # seconds an agent has to answer a request, unless it says otherwise
+STREAM_BACKLOG = 64  # frames of one exec or tunnel waiting for their reader (each <= 64 KiB)
+LOG_RATE = 8 * 2**20  # bytes a second of service output (base64) through the daemon
+LOG_BURST = 16 * 2**20
 REJOIN_GAP = 0.3  # longer than the agent's look for a host (guest/link.py RECHECK)
 
 
 class ExecStream:
-    """Output and exit code of one command run by the agent."""
+    """Output and exit code of one command run by the agent. Bounded: while its reader is
+    slow, the channel's reader waits (and the guest's output with it), not memory."""
 
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Frame] = asyncio.Queue()
+        self.queue: asyncio.Queue[Frame] = asyncio.Queue(maxsize=STREAM_BACKLOG)
+
+    def end(self, frame: Frame) -> None:
+        """Put the last frame in even when the queue is full (what it pushes out is moot)."""
+        while self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(frame)
+
+
+class LogBudget:
+    """Service output a VM may push through the daemon: LOG_RATE bytes a second after a
+    burst of LOG_BURST. Past it, the channel's reader waits, so the guest agent's own flow
+    control holds its services' output there: a flooding guest costs the daemon a bounded
+    share of its loop, and other VMs' requests stay fast."""
+
+    def __init__(self, rate: float = LOG_RATE, burst: float = LOG_BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, time.monotonic()
+
+    async def take(self, count: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate) - count
+        self.at = now
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
 
 
 class AgentClient:
@@ -88,11 +117,11 @@ class AgentClient:
         self.send_raw(proto.encode(frame))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
-        decoder = proto.Decoder()
+        decoder, budget = proto.Decoder(), LogBudget()
         try:
             while data := await reader.read(1 << 16):
-                for frame in decoder.feed(data):
-                    self._dispatch(checked(frame))
+                for raw in decoder.feed(data):
+                    await self._deliver(checked(raw), budget)
         except (proto.ProtocolError, GuestViolation) as error:
             self._violated(str(error))
             return
@@ -100,6 +129,16 @@ class AgentClient:
             self._fail(AgentError(f"agent channel broken: {error}"))
             return
         self._fail(AgentError("the guest agent closed the channel"))
+
+    async def _deliver(self, frame: Frame, budget: LogBudget) -> None:
+        if frame["t"] == "log":
+            await budget.take(len(frame["data"]))
+        stream = self.streams.get(frame.get("ch", -1)) \
+            if frame["t"] in ("out", "exit", "ack") else None
+        if stream is not None:
+            await stream.queue.put(frame)  # bounded: a slow reader holds the channel
+        else:
+            self._dispatch(frame)
 
     def _violated(self, reason: str) -> None:
         """The guest broke the protocol: nothing more is read from it, everything waiting
@@ -127,8 +166,6 @@ class AgentClient:
             future = self.pending.pop(frame.get("id", -1), None)
             if future is not None and not future.done():
                 future.set_result(frame)
-        elif kind in ("out", "exit", "ack") and frame.get("ch") in self.streams:
-            self.streams[frame["ch"]].queue.put_nowait(frame)
         else:
             self.on_frame(frame)
 
@@ -139,7 +176,7 @@ class AgentClient:
                 future.set_exception(error)
         self.pending.clear()
         for stream in self.streams.values():
-            stream.queue.put_nowait({"t": "exit", "code": None, "error": str(error)})
+            stream.end({"t": "exit", "code": None, "error": str(error)})
 
     async def request(self, op: str, timeout: float = REQUEST_DEADLINE, **args: Any) -> Frame:
         """Ask the agent; its answer within `timeout` s, or AgentError (a guest that does
@@ -192,7 +229,13 @@ class AgentClient:
                 else:
                     return int(frame["code"])
         finally:
-            self.streams.pop(channel, None)
+            self.close_stream(channel)
+
+    def close_stream(self, channel: int) -> None:
+        """Forget a channel; a reader waiting to hand it a frame goes on."""
+        stream = self.streams.pop(channel, None)
+        while stream is not None and not stream.queue.empty():
+            stream.queue.get_nowait()
 
     async def close(self) -> None:
         if self.writer is not None:

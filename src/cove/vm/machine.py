@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError
 from cove.host.fsutil import write_atomic, write_json
+from cove.host.journal import last_lines
 from cove.host.process import VM_PROCESS_GROUP, Adopted, VmProcess, dying_with_owner
 from cove.image.build import Artifacts, artifacts_to_json
 from cove.image.gc import BOOT_RECORD
@@ -55,9 +56,9 @@ class BootError(CoveError):
 
 
 def tail(path: os.PathLike[str] | str, lines: int = 15) -> str:
+    """The last lines of a log (read from its end: a guest may have made it huge)."""
     try:
-        with open(path, errors="replace") as handle:
-            return "\n".join(handle.read().splitlines()[-lines:])
+        return "\n".join(last_lines(Path(path), lines))
     except OSError:
         return ""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError
-from cove.host.journal import Journal, LineSplitter
+from cove.host.journal import Journal, LineSplitter, bound_file
 from cove.host.tasks import background
 from cove.spec.model import Port, Restart
 from cove.spec.overrides import parse_port
@@ -36,6 +36,8 @@ SERVICE_STATE_AFTER = {"started": "running", "restarting": "restarting", "stoppe
                        "failed": "failed"}
 
 
+CONSOLE_CAP = 8 * 2**20  # bytes of console log; one rotated file is kept beside it
+CONSOLE_CHECK = 2.0  # seconds between looks at its size
 AUTO_FORWARD_LOWEST = 1024  # a guest never gets a privileged host port by saying it listens
 MAX_AUTO_FORWARDS = 64  # auto forwards of one VM at once
 
@@ -342,6 +344,16 @@ class VmSupervisor:
         self.cpu_sample = (pid, machine.started_at, 0.0) if machine.started_at else None
         self.cpu_percent = None
         self.watcher = asyncio.create_task(self.watch(machine))
+        background(self.bound_console(machine))
+
+    async def bound_console(self, machine: Machine) -> None:
+        """The console log a guest can write without end stays under CONSOLE_CAP, while
+        this machine runs."""
+        path = self.dir.sockets.console_log
+        while self.machine is machine and machine.running:
+            if await asyncio.to_thread(bound_file, path, CONSOLE_CAP):
+                self.emit("console-log-rotated", cap=CONSOLE_CAP)
+            await asyncio.sleep(CONSOLE_CHECK)
 
     async def watch(self, machine: Machine) -> None:
         code = await machine.wait()

@@ -60,7 +60,8 @@ def cpu_model(accel: str) -> str:
 def console_chardev(sockets: RunPaths) -> list[str]:
     """The serial console goes to a file; with a socket, also to whoever attaches."""
     if sockets.console is None:
-        return ["-chardev", f"file,id=console,path={opt(sockets.console_log)}"]
+        # append: the daemon bounds the log by truncating it (host/journal.py bound_file)
+        return ["-chardev", f"file,id=console,path={opt(sockets.console_log)},append=on"]
     return ["-chardev", f"socket,id=console,path={opt(sockets.console)},server=on,wait=off,"
                         f"logfile={opt(sockets.console_log)},logappend=on"]
 
