@@ -142,7 +142,7 @@ def test_the_checker_accepts_only_what_it_can_vouch_for(kind: str,
             assert len(value) <= 2 * 64 * 1024
 
 
-def SCHEMA_OF(kind: str) -> tuple[dict[str, Callable[[object], bool]], frozenset[str]]:  # noqa: N802
+def SCHEMA_OF(kind: str) -> tuple[dict[str, Callable[[object], bool]], frozenset[str]]:
     from cove.vm.frames import SCHEMA
 
     return SCHEMA[kind]
