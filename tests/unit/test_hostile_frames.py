@@ -98,7 +98,7 @@ def test_a_silent_agent_is_given_a_deadline(tmp_path: Path) -> None:
         client = AgentClient(unix_connector(tmp_path / "a.sock"), lambda _f: None, "t")
         try:
             await client.greet()
-            with pytest.raises(AgentError, match="did not answer ping within 0.3 s"):
+            with pytest.raises(AgentError, match=r"did not answer ping within 0\.3 s"):
                 await client.request("ping", timeout=0.3)
             assert not client.pending
         finally:

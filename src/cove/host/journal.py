@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-MAX_LINE = 64 * 1024  # characters; a longer line is kept in pieces of this size
+MAX_LINE = 16 * 1024  # characters (as Docker's logs); a longer line comes in pieces this long
 
 Entry = dict[str, Any]
 DEFAULT_CAP = 8 * 1024 * 1024  # bytes per file; one rotated file is kept beside it
 
 
-FOLLOW_BACKLOG = 1024  # entries a follower may be behind before it is cut off
+FOLLOW_BACKLOG = 256  # entries (each <= MAX_LINE) a follower may lag before it is cut off
 LAGGED: Entry = {"lagged": True}  # the last entry a cut-off follower gets
 TAIL_BLOCK = 64 * 1024
 

@@ -108,6 +108,7 @@ class VmSupervisor:
         self.saving = False
         self.idle = IdleKeeper(self) if record.plan.idle_suspend_after else None
         self.cpu_percent: float | None = None
+        self.auto_ports: set[int] = set()  # auto_forward's ports, forwarded or on the way
 
     @property
     def name(self) -> str:
@@ -195,6 +196,7 @@ class VmSupervisor:
         machine.claim()
         self.machine, self.state, self.clean_exit = machine, "starting", False
         self.services = {}  # what a previous boot said no longer holds
+        self.auto_ports = set()
         try:
             await machine.start(cold=cold, snapshot=snapshot, image=image)
         except BaseException as error:
@@ -283,13 +285,19 @@ class VmSupervisor:
         MAX_AUTO_FORWARDS at once: a guest cannot take the host's ports for itself."""
         if not self.record.plan.agent_config.get("auto_forward"):
             return
-        machine = self.machine
-        autos = sum(f.auto for f in machine.forwards.list()) if machine is not None else 0
-        if kind == "listening" and (port < AUTO_FORWARD_LOWEST or autos >= MAX_AUTO_FORWARDS):
+        if kind == "closed":
+            if port in self.auto_ports:
+                self.auto_ports.discard(port)
+                background(self.auto_forward(kind, port))
+            return
+        if port in self.auto_ports:
+            return
+        if port < AUTO_FORWARD_LOWEST or len(self.auto_ports) >= MAX_AUTO_FORWARDS:
             self.emit("forward-refused", port=port, error=(
                 f"port {port} is below {AUTO_FORWARD_LOWEST}" if port < AUTO_FORWARD_LOWEST
                 else f"{MAX_AUTO_FORWARDS} ports are forwarded already"))
             return
+        self.auto_ports.add(port)  # counted now: the forwards themselves come later
         background(self.auto_forward(kind, port))
 
     async def auto_forward(self, kind: str, port: int) -> None:
@@ -305,6 +313,7 @@ class VmSupervisor:
                 await machine.forwards.remove(port)
                 self.emit("unforwarded", port=port, auto=True)
         except CoveError as error:
+            self.auto_ports.discard(port)
             self.emit("forward-failed", port=port, error=error.message)
 
     async def add_forward(self, text: str, tunnel: bool) -> dict[str, Any]:
