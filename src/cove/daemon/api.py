@@ -9,13 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from cove.daemon.intake import check_record
 from cove.daemon.status import SETTLED_WAIT_MAX, vm_settled
 from cove.errors import CoveError
 from cove.guest import proto
 from cove.host.journal import FOLLOW_BACKLOG, LAGGED, Journal, last_entries, last_lines
 from cove.host.local_http import WSMsgType, web
-from cove.spec.model import Hypervisor
-from cove.spec.settings import valid_name
 from cove.version import __version__
 from cove.vm import lifecycle
 from cove.vm.agent_client import AgentClient
@@ -152,25 +151,6 @@ async def create_vm(request: web.Request) -> web.Response:
     return web.json_response(supervisor.status(), status=201)
 
 
-def check_record(record: VmRecord) -> None:
-    """What a record must hold before the daemon acts on it (the CLI makes good ones; this
-    keeps other callers' mistakes from turning into half-booted VMs)."""
-    plan = record.plan
-    if not valid_name(plan.name):
-        raise CoveError(f"bad VM record: {plan.name!r} is not a valid VM name")
-    numbers = (("vcpu", plan.vcpu, 1, 64), ("memory_mib", plan.memory_mib, 64, 1 << 20))
-    for key, value, low, high in numbers:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise CoveError(f"bad VM record: plan.{key} = {value!r} is not from {low} to {high}")
-    if plan.hypervisor not in {h.value for h in Hypervisor} - {"auto"}:
-        raise CoveError(f"bad VM record: unknown hypervisor {plan.hypervisor!r}")
-    artifacts = record.artifacts
-    for path in (artifacts.kernel.vmlinux, artifacts.initramfs, artifacts.root.path):
-        if not path.is_file():
-            raise CoveError(f"bad VM record: artifact {path} does not exist",
-                            "build it first (`cove build`)")
-
-
 @routes.get("/v1/vms/{name}")
 async def show_vm(request: web.Request) -> web.Response:
     check_query(request, ("settled",))
@@ -186,11 +166,20 @@ async def show_vm(request: web.Request) -> web.Response:
 async def until_settled(daemon: Daemon, name: str, wait: float) -> None:
     """Return once `name` has settled (`vm_settled`) or `wait` seconds have passed. Its
     events keep its status current, so the guest is not asked while services start."""
-    with daemon.events.subscribe() as queue, contextlib.suppress(TimeoutError):
+    with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait):
-            while not vm_settled(daemon.vm(name).status()):
-                while (await queue.get()).get("vm") != name:
-                    pass
+            while not await settled_or_lagged(daemon, name):
+                pass  # the follower fell behind (a flood of events): follow again
+
+
+async def settled_or_lagged(daemon: Daemon, name: str) -> bool:
+    """True once `name` has settled; False if the event follower was cut off first."""
+    with daemon.events.subscribe() as queue:  # before the look: no event falls between
+        while not vm_settled(daemon.vm(name).status()):
+            while (entry := await queue.get()).get("vm") != name:
+                if entry is LAGGED:
+                    return False
+    return True
 
 
 @routes.post("/v1/vms/{name}/down")

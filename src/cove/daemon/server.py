@@ -306,11 +306,10 @@ async def serve(home: Path) -> None:
         log.info("took over %d VM(s) in %.2f s", len(daemon.vms), time.monotonic() - started)
     path = Home(home).socket
     path.unlink(missing_ok=True)
-    old_umask = os.umask(0o177)  # the socket is born 0600: no window where others connect
-    try:
-        await web.UnixSite(runner, str(path)).start()
-    finally:
-        os.umask(old_umask)
+    # born 0700 under the umask main() set (077) before any thread ran: no window where
+    # others could connect; never changed here, where worker threads create files
+    await web.UnixSite(runner, str(path)).start()
+    os.chmod(path, 0o600)
     log.info("coved %s serving %s (pid %d)", __version__, path, os.getpid())
     starting = background(start_enabled(daemon))  # once serving: `cove up` talks to us
     stop = asyncio.Event()

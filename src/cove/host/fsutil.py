@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ from cove.errors import die
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     """Readers see the old file or the new one, never half of one (even after a crash)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    # unique per process, thread and call: two threads of the daemon may write one file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}."
+                         f"{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(fd, mode)  # exactly this mode, whatever the umask
@@ -22,9 +25,18 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(path)
+        fsync_directory(path.parent)  # the rename itself survives a crash
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, value: Any, mode: int = 0o600) -> None:

@@ -210,8 +210,14 @@ def restore_forwarding(home: Path | None) -> None:
 
 
 def signal_dns(directory: Path, signum: int) -> None:
+    """Signal the network's dnsmasq, if the pid its file names is still that dnsmasq (a
+    pid file outlives its process, and the pid may be another program's by now)."""
     with contextlib.suppress(OSError, ValueError):
-        os.kill(int((directory / "dnsmasq.pid").read_text().strip()), signum)
+        pid = int((directory / "dnsmasq.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if Path(os.fsdecode(cmdline[0])).name == "dnsmasq" and \
+                any(os.fsencode(directory) in part for part in cmdline):
+            os.kill(pid, signum)
 
 
 def read_leases(directory: Path) -> dict[str, str]:

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 from cove.vmm.layout import stack_hub
@@ -16,20 +17,20 @@ from cove.vmm.layout import stack_hub
 log = logging.getLogger("coved")
 FRAME_MAX = 65536
 BATCH = 64  # frames per wake-up, so one chatty VM cannot hold the event loop
+MEMBER_RATE = 32 * 2**20  # bytes a second one member may send through the hub; past it,
+MEMBER_BURST = 8 * 2**20  # frames are dropped, as a switch drops what its port cannot take
 
 
 class SegmentHub:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.members: set[str] = set()
+        self.budgets: dict[str, tuple[float, float]] = {}  # member -> (tokens, at)
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         path.unlink(missing_ok=True)  # a dead daemon's socket; members find the new one
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        old_umask = os.umask(0o177)
-        try:
-            self.sock.bind(str(path))
-        finally:
-            os.umask(old_umask)
+        self.sock.bind(str(path))  # in a 0700 directory, under the daemon's umask (077)
+        os.chmod(path, 0o600)
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self.relay)
@@ -42,9 +43,18 @@ class SegmentHub:
                 return
             if source not in self.members:
                 continue  # not one of this stack's VMs
+            if not self.within_budget(source, len(frame)):
+                continue  # a flooding member: the hub (the daemon's loop) is not its own
             for member in self.members:
                 if member != source:
                     self.send(frame, member)
+
+    def within_budget(self, member: str, size: int) -> bool:
+        now = time.monotonic()
+        tokens, at = self.budgets.get(member, (MEMBER_BURST, now))
+        tokens = min(MEMBER_BURST, tokens + (now - at) * MEMBER_RATE) - size
+        self.budgets[member] = (max(tokens, 0.0), now)
+        return tokens >= 0
 
     def send(self, frame: bytes, member: str) -> None:
         try:

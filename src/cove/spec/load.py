@@ -215,6 +215,10 @@ def check_share(entry: dict[str, Any], where: str, checker: Checker) -> None:
     if not source.is_dir():
         checker.problem(f"{where}.source", f"{source} is not a directory",
                         "share a directory; for a disk image use [[volumes]]")
+    if "," in str(source):  # virtiofsd reads its source from a comma-separated -o list
+        checker.problem(f"{where}.source", f"{source} has a comma, which virtiofsd would take "
+                        "for the end of its source option", "share it through a symbolic "
+                        "link whose path has no comma (ln -s ... /tmp/share)")
     store = touches_host_store(source)
     if store is not None and not entry.get("readonly", True):
         checker.problem(f"{where}.readonly", f"{source} holds the host store {store}, which a "

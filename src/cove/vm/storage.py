@@ -15,6 +15,7 @@ from cove.host.process import VM_PROCESS_GROUP
 from cove.host.userns import rootless_share_problem, unshare_prefix
 from cove.image.initramfs import AGENT_LIB, ROOT_UPPER
 from cove.plan.vmplan import Drive, Plan, PlannedShare
+from cove.vmm.common import plain
 from cove.vmm.layout import RunPaths
 
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
@@ -148,7 +149,7 @@ def prepare_drives(plan: Plan, paths: RunPaths, saved: dict[str, str] | None = N
 
 def virtiofsd_argv(share: PlannedShare, paths: RunPaths, rootless: bool = False) -> list[str]:
     daemon = [VIRTIOFSD, f"--socket-path={paths.virtiofs(share.tag)}", "-o",
-              f"source={share.source}", "-o", "cache=auto"]
+              f"source={plain(share.source, ',', 'share source')}", "-o", "cache=auto"]
     setup = ["--readonly", share.source] if share.readonly else []
     if rootless:
         # root in a user namespace of our own: virtiofsd needs setgroups and namespaces,
