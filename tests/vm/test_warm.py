@@ -103,10 +103,19 @@ def test_pause_and_resume(home: Path, tmp_path: Path) -> None:
         assert fetch(port) is None  # nothing runs: the request times out
         time.sleep(3)
         assert ls(home)["pausing"]["health"] == "healthy"  # a pause is not a failure
+        pid = ls(home)["pausing"]["pid"]
+        daemon = daemon_pid(home)
+        assert daemon is not None
+        os.kill(daemon, signal.SIGKILL)  # a new daemon must adopt it paused, not kill it
+        wait_for(lambda: daemon_pid(home) is None, 10, "the daemon to die")
+        vm = ls(home)["pausing"]
+        assert (vm["state"], vm["pid"]) == ("paused", pid), vm
+        assert fetch(port) is None
         cove("resume", "pausing")
         assert fetch(port) == SERVED
         vm = ls(home)["pausing"]
-        assert vm["state"] == "running" and vm["health"] == "healthy"
+        assert vm["state"] == "running" and vm["health"] == "healthy" and vm["pid"] == pid
+        assert cove("exec", "pausing", "--", "echo", "back").stdout == "back\n"
     finally:
         cove("down", "pausing")
 

@@ -43,16 +43,22 @@ async def pause(supervisor: VmSupervisor) -> None:
     await machine.launcher.pause()
     machine.paused = True
     supervisor.state = "paused"
+    await save_phase(supervisor, "paused")  # a new daemon adopts it paused (QMP says so)
     supervisor.emit("paused")
 
 
 async def resume(supervisor: VmSupervisor) -> None:
     """A paused VM runs on; a suspended one is restored from its snapshot."""
     if supervisor.state == "paused":
-        assert supervisor.machine is not None
-        await supervisor.machine.launcher.unpause()
-        supervisor.machine.paused = False
+        machine = supervisor.machine
+        assert machine is not None
+        await machine.launcher.unpause()
+        machine.paused = False
+        if machine.agent is None and machine.token is not None:  # adopted while paused
+            await machine.greet_agent(machine.token)
+            await supervisor.learn_services()
         supervisor.state = "running"
+        await save_phase(supervisor, "running")
         supervisor.emit("resumed")
         return
     if supervisor.state != "suspended":
@@ -65,6 +71,11 @@ async def resume(supervisor: VmSupervisor) -> None:
     await asyncio.to_thread(remove_snapshot, snapshot)
     supervisor.emit("resumed", snapshot=snapshot.id,
                     seconds=round(time.monotonic() - started, 3))
+
+
+async def save_phase(supervisor: VmSupervisor, phase: str) -> None:
+    supervisor.record = dataclasses.replace(supervisor.record, phase=phase)
+    await asyncio.to_thread(supervisor.record.save, supervisor.dir.record)
 
 
 async def suspend(supervisor: VmSupervisor) -> Snapshot:

@@ -102,6 +102,7 @@ class Machine:
         self.warm: Snapshot | None = None  # what this start restored, if it did
         self.why_cold = ""
         self.paused = False  # vCPUs stopped by `cove pause`: the agent cannot answer
+        self.token: str | None = None  # an adopted paused VM's, for the greeting at resume
         self.shared_memory = False  # restored over a memory image its sibling clones share
         self.launcher = launcher_for(plan, BootFiles(artifacts.kernel.vmlinux, vm_dir.initrd,
                                                      artifacts.root.path,
@@ -143,6 +144,19 @@ class Machine:
             raise BootError(f"{self.plan.name}: its agent token is gone ({self.dir.token})",
                             f"stop it with `cove down {self.plan.name}`") from None
         self.process = Adopted(pid)
+        if await self.found_paused():  # its agent cannot answer: greeted at resume
+            self.paused, self.token = True, token
+            return
+        await self.greet_agent(token, timeout)
+
+    async def found_paused(self) -> bool:
+        try:
+            return await self.launcher.is_paused()
+        except Exception:  # no answer from its control socket: as if running (greet it)
+            return False
+
+    async def greet_agent(self, token: str, timeout: float = 5.0) -> None:
+        """A channel to the running guest's agent, answered within `timeout`."""
         try:
             self.agent = await greeted(self.launcher.agent_connector(), self.on_frame, token,
                                        timeout)

@@ -264,7 +264,9 @@ class VmSupervisor:
         await self.restore_forwards(machine, adopted=True)
         if machine.process is not None:
             self.since = process_start(machine.process.pid) or self.since
-        self.emit("reattached")
+        if machine.paused:  # as it was left: a daemon restart never unpauses or kills it
+            self.state = "paused"
+        self.emit("reattached", paused=machine.paused)
 
     async def kill_unreachable(self) -> None:
         """A hypervisor whose agent cannot be reached is killed before the restart policy

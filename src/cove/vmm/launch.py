@@ -143,6 +143,11 @@ class Launcher:
     async def unpause(self) -> None:
         raise self.refuse_state("resume")
 
+    async def is_paused(self) -> bool:
+        """Whether the vCPUs are stopped (a paused VM a new daemon finds); False where the
+        hypervisor cannot pause at all."""
+        return False
+
     async def save_state(self, path: Path, with_memory: bool = True) -> int:
         """Stop the vCPUs and write the VM's state to `path`; the VM stays paused. Without
         `with_memory`, RAM in a shared MemoryFile is left out (it is in that file)."""
@@ -254,6 +259,11 @@ class QemuLauncher(Launcher):
     async def unpause(self) -> None:
         async with self.session() as client:
             await asyncio.wait_for(client.execute("cont"), CONTROL_TIMEOUT)
+
+    async def is_paused(self) -> bool:
+        async with self.session() as client:
+            status = await asyncio.wait_for(client.execute("query-status"), CONTROL_TIMEOUT)
+        return isinstance(status, dict) and status.get("status") == "paused"
 
     async def save_state(self, path: Path, with_memory: bool = True) -> int:
         """QMP stop, then migrate to a file QEMU gets as an fd over the QMP socket (no shell
