@@ -134,12 +134,34 @@ def test_suspend_survives_a_daemon_kill(home: Path, tmp_path: Path) -> None:
     os.kill(daemon, signal.SIGKILL)
     wait_for(lambda: daemon_pid(home) is None, 10, "the daemon to die")
     assert ls(home)["sleeper"]["state"] == "suspended"  # a new daemon knows it
+    # its disk waits for it: no other VM may open the volume while it is suspended
+    other = cove("up", str(spec_copy(tmp_path / "other")), "--name", "intruder", "-d",
+                 "-v", "sleepvol:/data:32", check=False)
+    assert other.returncode != 0 and "in use by another VM" in other.stderr, other.stderr
+    cove("down", "intruder", check=False)
     cove("resume", "sleeper")
     assert fetch(port) == SERVED
     assert cove("exec", "sleeper", "--", "cat", "/data/f").stdout == "kept\n"
     cove("down", "sleeper")
     assert not [s for s in json.loads(cove("snapshot", "ls", "--json").stdout)
                 if s["kind"] == "suspend"]  # the suspend image went with the resume
+
+
+def test_resume_over_a_changed_disk_is_refused(home: Path, tmp_path: Path) -> None:
+    """Saved memory over a disk written since would corrupt it: the resume says why."""
+    cove("up", str(spec_copy(tmp_path)), "--name", "moved", "-d", "-v", "movedvol:/data:32")
+    try:
+        cove("suspend", "moved")
+        image = home / "volumes" / "movedvol.ext4"
+        with image.open("r+b") as disk:  # written behind cove's back (its lock is advisory)
+            disk.seek(2**20)
+            disk.write(b"changed")
+        refused = cove("resume", "moved", check=False)
+        assert refused.returncode != 0
+        assert "was written after the snapshot was saved" in refused.stderr, refused.stderr
+        assert ls(home)["moved"]["state"] == "suspended"
+    finally:
+        cove("down", "moved")
 
 
 def test_clones_answer_each_with_its_own_identity(home: Path, tmp_path: Path) -> None:

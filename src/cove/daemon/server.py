@@ -255,6 +255,10 @@ class Daemon:
     async def take_over(self, supervisor: VmSupervisor) -> None:
         if supervisor.record.phase == "suspended":
             supervisor.state = "suspended"  # its state waits on disk for `cove resume`
+            try:
+                supervisor.hold_volumes()
+            except CoveError as error:  # another VM took a disk while no daemon ran
+                supervisor.error = f"{error.message}; resuming would pair old memory with it"
             if supervisor.idle is not None:
                 await supervisor.keep_idle_watch()  # a connection wakes it
             return

@@ -9,6 +9,7 @@ identity and throw-away overlays over a frozen copy of the source's volumes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from typing import TYPE_CHECKING
@@ -65,7 +66,14 @@ async def resume(supervisor: VmSupervisor) -> None:
         die(f"{supervisor.name} is {supervisor.state}: only a paused or suspended VM resumes")
     snapshot = get_snapshot(supervisor.dir.root.parent.parent, supervisor.record.snapshot)
     started = time.monotonic()
-    await supervisor.boot(snapshot=snapshot)
+    supervisor.let_volumes_go()  # the restored hypervisor takes the locks over
+    try:
+        await supervisor.boot(snapshot=snapshot)
+    except BaseException:
+        supervisor.state = "suspended"  # still on disk: resume may be asked again
+        with contextlib.suppress(CoveError):
+            supervisor.hold_volumes()
+        raise
     supervisor.record = dataclasses.replace(supervisor.record, phase="running", snapshot="")
     await asyncio.to_thread(supervisor.record.save, supervisor.dir.record)
     await asyncio.to_thread(remove_snapshot, snapshot)
@@ -97,6 +105,7 @@ async def suspend(supervisor: VmSupervisor) -> Snapshot:
     await machine.stop()  # helpers, network, forwards
     await machine.release()
     supervisor.machine = None
+    supervisor.hold_volumes()
     supervisor.state = "suspended"
     supervisor.emit("suspended", snapshot=snapshot.id, size=snapshot.size)
     return snapshot

@@ -177,6 +177,10 @@ class Machine:
         delivered = await asyncio.to_thread(delivered_files, self.plan)
         self.key = template_key(self.plan, artifacts_to_json(self.artifacts), delivered,
                                 self.launcher.restore_shape())
+        if snapshot is not None and (changed := snapshot.changed_disks()):
+            raise CoveError(f"cannot restore {self.plan.name} from {snapshot.id}: "
+                            f"{'; '.join(changed)}", "its saved memory expects its disks as "
+                            f"they were; `cove down {self.plan.name}` and boot it afresh")
         self.warm = snapshot or (None if cold else self.usable_template())
         self.shared_memory = image is not None and snapshot is not None
         token = self.warm.token if self.warm else secrets.token_hex(16)

@@ -22,6 +22,7 @@ from cove.vm.idle import IdleKeeper
 from cove.vm.machine import Machine
 from cove.vm.record import VmRecord
 from cove.vm.snapshots import Snapshot
+from cove.vm.storage import lock_volumes
 from cove.vm.vmdir import VmDir
 from cove.vm.vmstate import keep_template, summarize_health
 
@@ -109,6 +110,7 @@ class VmSupervisor:
         self.idle = IdleKeeper(self) if record.plan.idle_suspend_after else None
         self.cpu_percent: float | None = None
         self.auto_ports: set[int] = set()  # auto_forward's ports, forwarded or on the way
+        self.volume_locks: list[int] = []  # held for a suspended VM: its disks wait for it
 
     @property
     def name(self) -> str:
@@ -129,6 +131,17 @@ class VmSupervisor:
                 self.logs.append({"ts": frame.get("ts"), "svc": svc, "fd": fd, "text": line})
         elif frame.get("t") == "event":
             self.service_event(frame)
+
+    def hold_volumes(self) -> None:
+        """While the VM is suspended its saved memory expects its disks as they are: no
+        other VM may open them (cove's own lock, as a running hypervisor holds it)."""
+        if not self.volume_locks:
+            self.volume_locks = lock_volumes(self.record.plan)
+
+    def let_volumes_go(self) -> None:
+        for fd in self.volume_locks:
+            os.close(fd)
+        self.volume_locks = []
 
     def mark_broken(self, reason: str) -> None:
         """The guest broke the agent protocol: the VM is `broken` (in `ls`, with the reason)
@@ -412,6 +425,7 @@ class VmSupervisor:
             self.state = "stopping"
             await self.machine.stop(timeout)
             await self.machine.release()
+        self.let_volumes_go()
         self.state = "stopped"
         self.emit("stopped")
         if final:
