@@ -170,3 +170,20 @@ def test_a_started_service_with_a_check_is_starting_until_the_check_speaks(
     assert supervisor.status()["health"] == "starting"  # a restart checks afresh
     supervisor.on_frame({"t": "event", "kind": "healthy", "svc": "checked", "output": ""})
     assert supervisor.status()["health"] == "healthy"
+
+
+def test_saves_a_crash_cut_short_are_reaped_but_not_one_under_way(tmp_path: Path) -> None:
+    from cove.vm.snapshots import publishing, reap_leftovers, snapshots_dir
+
+    root = snapshots_dir(tmp_path)
+    root.mkdir(parents=True)
+    old, new = root / ".tmp-c0ld", root / ".tmp-n3w"
+    for path in (old, new):
+        path.mkdir()
+        (path / "state").write_bytes(b"guest ram")
+    os.utime(old, (0, 0))
+    assert reap_leftovers(tmp_path) == [old]
+    assert new.exists() and not old.exists()
+    with publishing(tmp_path, "saved") as (ident, tmp):
+        (tmp / "state").write_bytes(b"ram")
+    assert (root / ident / "state").read_bytes() == b"ram" and not tmp.exists()

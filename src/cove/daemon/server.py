@@ -39,6 +39,7 @@ from cove.vm.snapshots import (
     RECORD,
     Snapshot,
     get_snapshot,
+    reap_leftovers,
     remove_snapshot,
     snapshots_dir,
 )
@@ -240,6 +241,8 @@ class Daemon:
 
     async def adopt_all(self) -> None:
         """Find the VMs of this home: adopt running ones, apply the policy to dead ones."""
+        for leftover in await asyncio.to_thread(reap_leftovers, self.home):
+            log.info("removed %s, a save a crash cut short", leftover)
         await asyncio.to_thread(self.load_records)
         for supervisor in self.vms.values():
             self.join_segment(supervisor)  # the hub before any VM of it runs again

@@ -13,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cove.errors import die
-from cove.host.fsutil import read_json_or, remove_tree
+from cove.host.fsutil import fsync_directory, read_json_or, remove_tree
 from cove.host.home import Home
 
 KINDS = ("template", "suspend", "clone", "saved")
+TMP_PREFIX = ".tmp-"  # a save under way (or one a crash cut short)
+LEFTOVER_AGE = 600.0  # seconds: a save takes a few
 KEPT = frozenset({"template", "saved"})  # not removed with the VM they came from
 RECORD = "record.json"  # in a saved snapshot: the VM it was saved from, to clone it later
 
@@ -106,14 +109,40 @@ def publishing(home: Path, kind: str) -> Any:
     root = snapshots_dir(home)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     ident = new_id(kind)
-    tmp = root / f".tmp-{ident}"
+    tmp = root / f"{TMP_PREFIX}{ident}"
     tmp.mkdir(mode=0o700)
     try:
         yield ident, tmp
+        sync_tree(tmp)  # every file on disk before the name says the snapshot is whole
         tmp.rename(root / ident)
+        fsync_directory(root)
     except BaseException:
         remove_tree(tmp)
         raise
+
+
+def sync_tree(directory: Path) -> None:
+    for path in directory.iterdir():
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_directory(directory)
+
+
+def reap_leftovers(home: Path, older_than: float = LEFTOVER_AGE) -> list[Path]:
+    """Saves a crash cut short (guest RAM in `.tmp-*`): removed when the daemon starts.
+    Only old ones: a `cove run` in the foreground may be saving its template right now."""
+    root = snapshots_dir(home)
+    reaped = []
+    for path in sorted(root.glob(f"{TMP_PREFIX}*")) if root.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime > older_than:
+                remove_tree(path)
+                reaped.append(path)
+    return reaped
 
 
 def list_snapshots(home: Path) -> list[Snapshot]:

@@ -281,6 +281,7 @@ class QemuLauncher(Launcher):
                 await client.execute("getfd", {"fdname": "cove-state"})
                 await client.execute("migrate", {"uri": "fd:cove-state"})
                 await migration_done(client, SAVE_TIMEOUT)
+            await asyncio.to_thread(os.fsync, fd)  # on disk before anything names it
         finally:
             os.close(fd)
         return path.stat().st_size
