@@ -147,6 +147,29 @@ def test_suspend_survives_a_daemon_kill(home: Path, tmp_path: Path) -> None:
                 if s["kind"] == "suspend"]  # the suspend image went with the resume
 
 
+def test_a_spec_can_keep_its_ram_off_disk(home: Path, tmp_path: Path) -> None:
+    """[warm] template = false: no template is saved, so no RAM (and no secret in it) is
+    written; `cove plan` says a template would hold the secrets."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "token").write_text("s3cret")
+    spec = spec_copy(tmp_path, f'secrets = "{secrets}"\n')
+    plan = cove("plan", str(spec)).stdout
+    assert "holds /run/secrets (opt out: [warm] template = false)" in plan, plan
+    text = (spec / "cove.toml").read_text()
+    (spec / "cove.toml").write_text(text + "\n[warm]\ntemplate = false\n")
+    assert "never: it always boots cold, because [warm] template = false" in \
+        cove("plan", str(spec)).stdout
+    cove("up", str(spec), "--name", "noram", "-d")
+    try:
+        time.sleep(3)  # (a template is saved about a second after healthy)
+        assert not events("template-saved", "noram")
+        cove("restart", "noram")
+        assert "[warm] template = false" in started("noram")["why_cold"]
+    finally:
+        cove("down", "noram")
+
+
 def test_resume_over_a_changed_disk_is_refused(home: Path, tmp_path: Path) -> None:
     """Saved memory over a disk written since would corrupt it: the resume says why."""
     cove("up", str(spec_copy(tmp_path)), "--name", "moved", "-d", "-v", "movedvol:/data:32")

@@ -89,18 +89,21 @@ def warm_start_line(plan: Plan, artifacts: Artifacts, files: BootFiles, vm_dir: 
     from cove.vm.storage import delivered_files
     from cove.vmm.launch import launcher_for
 
-    blockers = snapshot_blockers(plan)
+    blockers = snapshot_blockers(plan) + ([] if plan.template else ["[warm] template = false"])
     if blockers:
         return "never: it always boots cold, because " + "; ".join(blockers)
     hypervisor = launcher_for(plan, files, vm_dir.sockets).restore_shape()
-    key = template_key(plan, artifacts_to_json(artifacts), delivered_files(plan), hypervisor)
+    delivered = delivered_files(plan)
+    key = template_key(plan, artifacts_to_json(artifacts), delivered, hypervisor)
     template = find_template(cove_home(), key)
+    holds = " It is the guest's RAM and holds /run/secrets (opt out: [warm] template = " \
+        "false)." if any(name.startswith("secrets/") for name in delivered) else ""
     if template is None:
-        return f"not yet: the first healthy start saves the template (key {key})"
+        return f"not yet: the first healthy start saves the template (key {key}).{holds}"
     changed = template.changed_disks()
     if changed:
         return "no: " + "; ".join(changed) + f" (template {template.id})"
-    return f"yes, from template {template.id} ({template.size / 2**20:.0f} MiB)"
+    return f"yes, from template {template.id} ({template.size / 2**20:.0f} MiB).{holds}"
 
 
 def format_argv(argv: list[str]) -> str:

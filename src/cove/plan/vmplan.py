@@ -101,6 +101,7 @@ class Plan:
     nix_closure: tuple[str, ...] = ()
     nix_root: str = "/"
     idle_suspend_after: float = 0.0  # the daemon suspends it after this long idle
+    template: bool = True  # [warm] template: a template may be saved and restored
     balloon: bool = False  # virtio-balloon with free page reporting
     host_python: bool = False  # the guest's Python is the host's own python3 (source = host)
     stack: str = ""  # the stack it belongs to: a second NIC on that stack's segment
@@ -348,6 +349,7 @@ def make_plan(spec: Spec, host: HostFacts, kernel: KernelArtifact,
         delivery={key: str(path) for key, path in (("config", spec.config),
                                                     ("secrets", spec.secrets)) if path},
         idle_suspend_after=spec.idle_suspend_after,
+        template=spec.template,
         balloon=balloon,
         host_python=host_root,
         stack=spec.segment.stack if spec.segment else "",

@@ -341,5 +341,6 @@ def build_spec(path: Path, values: dict[str, Any]) -> Spec:
         secrets=values.get("secrets"),
         ephemeral=values["ephemeral"],
         idle_suspend_after=float((values["idle"] or {}).get("suspend_after", 0.0)),
+        template=bool((values["warm"] or {}).get("template", True)),
         balloon=values["balloon"],
     )

@@ -162,6 +162,7 @@ class Spec:
     ephemeral: bool = False
     accel: Accel = Accel.AUTO
     idle_suspend_after: float = 0.0  # seconds; 0 = never
+    template: bool = True  # [warm] template: save and restore templates
     balloon: bool = True
     segment: Segment | None = None  # set when the VM is a stack's member
 

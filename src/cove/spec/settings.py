@@ -143,6 +143,14 @@ IDLE_SETTINGS = (
             example="10m"),
 )
 
+WARM_SETTINGS = (
+    Setting("template", Kind.BOOL, "Save a template of the first healthy boot, so later "
+            "starts of the same shape restore it. A template is the guest's RAM: it holds "
+            "whatever the guest holds, /run/secrets included (kept 0600 in the cove home, "
+            "and never reused once a secret's content changed). false: every start boots "
+            "cold and no RAM is saved.", default=True),
+)
+
 KERNEL_SETTINGS = (
     Setting("package", Kind.STR, "Debian kernel package fetched with apt-get download.",
             default="linux-image-cloud-amd64", pattern=PACKAGE_PATTERN),
@@ -174,6 +182,8 @@ TOP_SETTINGS = (
             default={}, fields=VM_RESTART_SETTINGS),
     Setting("idle", Kind.TABLE, "Suspend an idle VM, and resume it on the next connection.",
             default={}, fields=IDLE_SETTINGS),
+    Setting("warm", Kind.TABLE, "Warm starts from a saved template (docs/snapshots.md).",
+            default={}, fields=WARM_SETTINGS),
     Setting("shares", Kind.TABLE_LIST, "Host directories shared into the guest.", default=[],
             fields=SHARE_SETTINGS),
     Setting("volumes", Kind.TABLE_LIST, "Persistent data disks.", default=[],

@@ -203,6 +203,8 @@ class Machine:
     def usable_template(self) -> Snapshot | None:
         """This shape's template, if nothing forbids restoring it (else `why_cold` says)."""
         blockers = snapshot_blockers(self.plan)
+        if not self.plan.template:
+            blockers.append("the spec says [warm] template = false")
         template = find_template(self.home, self.key)
         if blockers or template is None:
             self.why_cold = "; ".join(blockers) or "no template for this shape yet"

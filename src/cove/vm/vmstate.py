@@ -126,8 +126,8 @@ async def keep_template(machine: Machine, timeout: float,
                         saving: Callable[[], None] = lambda: None) -> Snapshot | None:
     """After a cold boot: once every service is healthy, save this shape's template (the
     VM pauses for the save, then runs on), unless one exists or the VM cannot be saved."""
-    if machine.warm is not None or machine.agent is None or snapshot_blockers(machine.plan) \
-            or find_template(machine.home, machine.key) is not None:
+    if machine.warm is not None or machine.agent is None or not machine.plan.template \
+            or snapshot_blockers(machine.plan) or find_template(machine.home, machine.key):
         return None
     declared = list(machine.plan.agent_config.get("services", {}))
     if not await until_healthy(machine.agent, declared, timeout):
