@@ -156,7 +156,7 @@ def test_a_hostile_guest_cannot_write_outside_the_destination(vm: cove.VM,
     vm.exec(["python3", "-c", EVIL_TAR, str(outside)], check=True)
     vm.put_file("/usr/local/sbin/tar", b"#!/bin/sh\ncat /tmp/evil.tar\n", 0o755)
     try:
-        with pytest.raises(cove.CoveError, match="not under the .hostname. that was asked for"):
+        with pytest.raises(cove.CoveError, match=r"not under the .hostname. that was asked for"):
             vm.copy_out("/etc/hostname", tmp_path / "land")
     finally:
         vm.exec(["rm", "/usr/local/sbin/tar"], check=True)

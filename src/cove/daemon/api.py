@@ -201,7 +201,9 @@ async def ping_vm(request: web.Request) -> web.Response:
 @routes.post("/v1/vms/{name}/restart")
 async def restart_vm(request: web.Request) -> web.Response:
     supervisor = the_daemon(request).vm(request.match_info["name"])
-    await supervisor.restart(body_timeout(await json_body(request)))
+    timeout = body_timeout(await json_body(request))
+    async with supervisor.operation:
+        await supervisor.restart(timeout)
     return web.json_response(supervisor.status())
 
 
@@ -212,7 +214,8 @@ STATE_CHANGES: dict[str, Callable[[VmSupervisor], Awaitable[object]]] = {
 async def change_state(request: web.Request) -> web.Response:
     """pause, resume or suspend (the last path part says which)."""
     supervisor = the_daemon(request).vm(request.match_info["name"])
-    await STATE_CHANGES[request.path.rsplit("/", 1)[-1]](supervisor)
+    async with supervisor.operation:
+        await STATE_CHANGES[request.path.rsplit("/", 1)[-1]](supervisor)
     return web.json_response(supervisor.status())
 
 
@@ -269,12 +272,13 @@ async def list_snapshots_route(request: web.Request) -> web.Response:
 @routes.delete("/v1/snapshots/{id}")
 async def remove_snapshot_route(request: web.Request) -> web.Response:
     daemon = the_daemon(request)
-    snapshot = await asyncio.to_thread(get_snapshot, daemon.home, request.match_info["id"])
-    users = [s.name for s in daemon.vms.values() if s.record.snapshot == snapshot.id]
-    if users:
-        raise CoveError(f"snapshot {snapshot.id} is needed by {', '.join(users)}",
-                        f"`cove down {users[0]}` first")
-    await asyncio.to_thread(remove_snapshot, snapshot)
+    async with daemon.snapshot_lock(request.match_info["id"]):
+        snapshot = await asyncio.to_thread(get_snapshot, daemon.home, request.match_info["id"])
+        users = [s.name for s in daemon.vms.values() if s.record.snapshot == snapshot.id]
+        if users:
+            raise CoveError(f"snapshot {snapshot.id} is needed by {', '.join(users)}",
+                            f"`cove down {users[0]}` first")
+        await asyncio.to_thread(remove_snapshot, snapshot)
     return web.json_response(snapshot_json(snapshot, None))
 
 

@@ -103,6 +103,7 @@ class Daemon:
         self.broken: dict[str, str] = {}  # VM records that cannot be read: name -> why
         self.started = time.time()
         self.segments = Segments(Home(home).stacks)
+        self.snapshot_locks: dict[str, asyncio.Lock] = {}  # one operation per snapshot
 
     def join_segment(self, supervisor: VmSupervisor) -> None:
         if supervisor.record.plan.stack:
@@ -131,17 +132,18 @@ class Daemon:
                             f"stop it with `cove down {record.name}`, or pass --name")
         supervisor = VmSupervisor(record, self.home, self.events)
         self.vms[record.name] = supervisor
-        try:
-            self.join_segment(supervisor)
-            await asyncio.to_thread(record.save, supervisor.dir.record)
-            await supervisor.boot(cold=cold, snapshot=snapshot, image=image)
-        except BaseException:
-            del self.vms[record.name]
-            self.leave_segment(supervisor)
-            supervisor.dir.record.unlink(missing_ok=True)
-            raise
-        supervisor.record = dataclasses.replace(supervisor.record, phase="running")
-        await asyncio.to_thread(supervisor.record.save, supervisor.dir.record)
+        async with supervisor.operation:
+            try:
+                self.join_segment(supervisor)
+                await asyncio.to_thread(record.save, supervisor.dir.record)
+                await supervisor.boot(cold=cold, snapshot=snapshot, image=image)
+            except BaseException:
+                del self.vms[record.name]
+                self.leave_segment(supervisor)
+                supervisor.dir.record.unlink(missing_ok=True)
+                raise
+            supervisor.record = dataclasses.replace(supervisor.record, phase="running")
+            await asyncio.to_thread(supervisor.record.save, supervisor.dir.record)
         return supervisor
 
     async def remove(self, name: str, timeout: float) -> None:
@@ -150,9 +152,12 @@ class Daemon:
             del self.broken[name]
             return
         supervisor = self.vm(name)
-        await supervisor.stop(timeout)
-        supervisor.dir.record.unlink(missing_ok=True)
-        del self.vms[name]
+        async with supervisor.operation:
+            if self.vms.get(name) is not supervisor:
+                return  # another `down` of it went first
+            await supervisor.stop(timeout)
+            supervisor.dir.record.unlink(missing_ok=True)
+            del self.vms[name]
         self.leave_segment(supervisor)
         await asyncio.to_thread(self.forget_snapshot, supervisor.record.snapshot)
 
@@ -169,21 +174,32 @@ class Daemon:
         """`count` VMs restored from one save of `name`, which runs on."""
         source = self.vm(name)
         self.check_clonable(source.record, prefix, count)
-        snapshot = await save_for_clones(source)
+        async with source.operation:
+            snapshot = await save_for_clones(source)
         return await self.start_clones(source.record, snapshot, count, prefix, ports)
 
     async def save_snapshot(self, name: str) -> Snapshot:
         """`name`'s state now, kept (with what is needed to clone it) until removed."""
         source = self.vm(name)
         self.check_clonable(source.record, "", 0)
-        snapshot = await save_for_clones(source, kind="saved")
+        async with source.operation:
+            snapshot = await save_for_clones(source, kind="saved")
         await asyncio.to_thread(write_json, snapshot.directory / RECORD,
                                 source.record.to_json())
         return snapshot
 
     async def clone_snapshot(self, ident: str, count: int, prefix: str | None,
                              ports: tuple[str, ...]) -> list[VmSupervisor]:
-        """`count` VMs restored from a saved snapshot (its VM may be long gone)."""
+        """`count` VMs restored from a saved snapshot (its VM may be long gone); a
+        `snapshot rm` of it waits until they are up (and then refuses: they need it)."""
+        async with self.snapshot_lock(ident):
+            return await self.clone_saved(ident, count, prefix, ports)
+
+    def snapshot_lock(self, ident: str) -> asyncio.Lock:
+        return self.snapshot_locks.setdefault(ident, asyncio.Lock())
+
+    async def clone_saved(self, ident: str, count: int, prefix: str | None,
+                          ports: tuple[str, ...]) -> list[VmSupervisor]:
         snapshot = await asyncio.to_thread(get_snapshot, self.home, ident)
         if snapshot.kind != "saved":
             raise CoveError(f"snapshot {ident} is a {snapshot.kind}, not one saved with "

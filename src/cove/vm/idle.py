@@ -55,9 +55,13 @@ class IdleKeeper:
             if not self.settled():
                 machine.activity.touch()  # idleness counts from when the VM is up and ready
                 continue
-            if machine.activity.idle_for() >= self.after:
+            if machine.activity.idle_for() >= self.after and \
+                    not self.supervisor.operation.locked():
                 try:
-                    await lifecycle.suspend(self.supervisor)
+                    async with self.supervisor.operation:
+                        if self.supervisor.state != "running":
+                            continue  # someone else changed it meanwhile
+                        await lifecycle.suspend(self.supervisor)
                     self.supervisor.emit("idle-suspended", after=self.after)
                 except CoveError as error:
                     self.supervisor.emit("idle-suspend-failed", error=error.message)
@@ -94,7 +98,10 @@ class IdleKeeper:
         await asyncio.shield(self.waking)
 
     async def resume(self) -> None:
-        await lifecycle.resume(self.supervisor)
+        async with self.supervisor.operation:
+            if self.supervisor.state != "suspended":
+                return
+            await lifecycle.resume(self.supervisor)
         self.supervisor.emit("woken")
 
     def close(self) -> None:

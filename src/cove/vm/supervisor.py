@@ -111,6 +111,9 @@ class VmSupervisor:
         self.cpu_percent: float | None = None
         self.auto_ports: set[int] = set()  # auto_forward's ports, forwarded or on the way
         self.volume_locks: list[int] = []  # held for a suspended VM: its disks wait for it
+        # one lifecycle operation at a time (up, down, restart, pause, resume, suspend, a
+        # save for clones): a `down` during a boot waits for the boot, then stops the VM
+        self.operation = asyncio.Lock()
 
     @property
     def name(self) -> str:
