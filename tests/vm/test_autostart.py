@@ -73,11 +73,23 @@ def test_enabled_stack_comes_back_after_a_reboot(home: Path, tmp_path: Path) -> 
         started = [e["vm"] for e in after if e.get("kind") == "started" and "vm" in e
                    and "svc" not in e]
         assert started.index("boot-db") < started.index("boot-web")
+    finally:
+        service.terminate()
+        service.wait(timeout=20)
+    # another reboot, and `cove down --all` is the first command: it starts the daemon,
+    # which starts what is enabled; the down waits for that, then stops all of it
+    for pid in qemu_pids_for(home):
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not qemu_pids_for(home) and daemon_pid(home) is None, 20, "all dead")
+    try:
+        cove("down", "--all")
+        running = {name: vm["state"] for name, vm in ls(home).items()
+                   if vm["state"] not in ("stopped", "exited")}
+        assert running == {}, running
+        assert not qemu_pids_for(home)
         assert "boot (stack) no longer starts" in cove("disable", "boot").stdout
         assert "keeper (vm) no longer starts" in cove("disable", "keeper").stdout
         assert cove("enable").stdout == ""
     finally:
         cove("down", "boot", check=False)
         cove("down", "keeper", "loner", check=False)
-        service.terminate()
-        service.wait(timeout=20)

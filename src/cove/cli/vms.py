@@ -61,7 +61,7 @@ def up_command(spec_path: Path, detach: bool, flags: Overrides, accel: str | Non
 def down_command(names: tuple[str, ...], all_vms: bool, timeout: float) -> None:
     client = Client()
     if all_vms:
-        names = tuple(vm["name"] for vm in client.list_vms())
+        names = tuple(vm["name"] for vm in client.list_vms(after_autostart=True))
     elif not names:
         die("name the VMs to stop, or pass --all")
     failed = []

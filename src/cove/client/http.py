@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from cove.client.connect import start_daemon
-from cove.daemon.status import SETTLED_WAIT_MAX
+from cove.daemon.status import AUTOSTART_ENV, AUTOSTART_HEADER, SETTLED_WAIT_MAX
 from cove.errors import CoveError, VMNotFound
 from cove.host.home import Home, cove_home
 
@@ -46,6 +47,8 @@ class Client:
               timeout: float | None = 300.0) -> http.client.HTTPResponse:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        if os.environ.get(AUTOSTART_ENV):  # the daemon's own start of enabled VMs
+            headers[AUTOSTART_HEADER] = "1"
         for attempt in range(2):
             connection = UnixHTTPConnection(self.socket, timeout)
             try:
@@ -93,8 +96,11 @@ class Client:
         start_daemon(self.home)
 
     # -- the API -------------------------------------------------------------------------
-    def list_vms(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.request("GET", "/v1/vms")
+    def list_vms(self, after_autostart: bool = False) -> list[dict[str, Any]]:
+        """Every VM; `after_autostart`: once a starting daemon has started the enabled ones
+        (so `down --all` misses none of them)."""
+        path = "/v1/vms?autostarted=1" if after_autostart else "/v1/vms"
+        result: list[dict[str, Any]] = self.request("GET", path)
         return result
 
     def create(self, record: dict[str, Any], cold: bool = False) -> dict[str, Any]:

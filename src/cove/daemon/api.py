@@ -130,6 +130,8 @@ async def info(request: web.Request) -> web.Response:
 
 @routes.get("/v1/vms")
 async def list_vms(request: web.Request) -> web.Response:
+    """(`?autostarted=1`: once the enabled VMs' start has settled; see after_autostart.)"""
+    check_query(request, ("autostarted",))
     daemon = the_daemon(request)
     return web.json_response([s.status() for s in daemon.vms.values()]
                              + daemon.broken_status())

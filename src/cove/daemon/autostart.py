@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cove.daemon.status import AUTOSTART_ENV
 from cove.host.fsutil import read_json_or, write_json
 from cove.host.home import Home
 
@@ -110,7 +111,8 @@ async def run_up(home: Path, entry: Entry) -> None:
     log.info("autostart: cove up -d %s", entry.target)
     process = await asyncio.create_subprocess_exec(
         *entry.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, env={**os.environ, "COVE_HOME": str(home)},
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COVE_HOME": str(home), AUTOSTART_ENV: "1"},
         start_new_session=True)
     try:
         output, _ = await process.communicate()

@@ -7,6 +7,7 @@ Run by `cove daemon`, or started on demand by the CLI; docs/api.yaml documents t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -21,6 +22,7 @@ from typing import Any, NamedTuple
 
 from cove.daemon.api import routes
 from cove.daemon.autostart import start_enabled
+from cove.daemon.status import AUTOSTART_HEADER
 from cove.errors import CoveError, VMNotFound
 from cove.host.fsutil import write_json
 from cove.host.home import Home, prepare_home
@@ -47,6 +49,7 @@ from cove.vm.supervisor import VmSupervisor
 from cove.vm.vmdir import VmDir
 
 log = logging.getLogger("coved")
+AUTOSTART_WAIT = 300.0  # seconds a command waits for the enabled VMs' start, at most
 ADOPT_TIMEOUT = 5.0
 
 
@@ -74,6 +77,7 @@ async def same_user_only(request: web.Request, handler: Any) -> web.StreamRespon
                     *((peer.pid, peer.uid) if peer else ("?", "?")))
         return web.json_response({"error": "permission denied: this cove daemon serves "
                                            f"uid {os.getuid()} only"}, status=403)
+    await after_autostart(request)
     try:
         response: web.StreamResponse = await handler(request)
     except CoveError as error:
@@ -104,6 +108,7 @@ class Daemon:
         self.started = time.time()
         self.segments = Segments(Home(home).stacks)
         self.snapshot_locks: dict[str, asyncio.Lock] = {}  # one operation per snapshot
+        self.autostarted = asyncio.Event()  # set once the enabled VMs' start has settled
 
     def join_segment(self, supervisor: VmSupervisor) -> None:
         if supervisor.record.plan.stack:
@@ -316,6 +321,26 @@ def claim_home(home: Path) -> int | None:
     return fd
 
 
+async def after_autostart(request: web.Request) -> None:
+    """While the daemon is still starting enabled VMs, a command (any change, and a list
+    asked for with `?autostarted=1`, as `down --all` does) waits for that start to settle:
+    a `cove down --all` must not miss the stack the new daemon is bringing up. The start's
+    own `cove up` children (header AUTOSTART_HEADER) go first."""
+    daemon: Daemon = request.app["daemon"]
+    if daemon.autostarted.is_set() or AUTOSTART_HEADER in request.headers:
+        return
+    if request.method in ("POST", "DELETE") or request.query.get("autostarted") == "1":
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(daemon.autostarted.wait(), AUTOSTART_WAIT)
+
+
+async def autostart(daemon: Daemon) -> None:
+    try:
+        await start_enabled(daemon)
+    finally:
+        daemon.autostarted.set()
+
+
 async def serve(home: Path) -> None:
     daemon = Daemon(home)
     app = web.Application(middlewares=[same_user_only])
@@ -334,7 +359,7 @@ async def serve(home: Path) -> None:
     await web.UnixSite(runner, str(path)).start()
     os.chmod(path, 0o600)
     log.info("coved %s serving %s (pid %d)", __version__, path, os.getpid())
-    starting = background(start_enabled(daemon))  # once serving: `cove up` talks to us
+    starting = background(autostart(daemon))  # once serving: `cove up` talks to us
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# the daemon's own `cove up` children say who they are: they go before commands that wait
+# for the enabled VMs' start (daemon/server.py after_autostart)
+AUTOSTART_ENV = "COVE_AUTOSTART"
+AUTOSTART_HEADER = "X-Cove-Autostart"
+
 SETTLED_WAIT_MAX = 60.0  # longest `?settled=` wait the daemon accepts, in seconds
 
 
