@@ -15,10 +15,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from bench.api import percentiles
+from bench.api import percentiles, timed
 from bench.common import bench_home, daemon_pid, print_table, stop_home, write_json
 
 IDLE = 'name = "idle"\npackages = ["python3", "curl"]\nmemory = "256M"\n' \
@@ -36,15 +35,6 @@ COVE = str(Path(sys.executable).parent / "cove")
 
 def cove(env: dict[str, str], *args: str) -> None:
     subprocess.run([COVE, *args], env=env, check=True, capture_output=True)
-
-
-def timed(call: Callable[[], object], count: int) -> list[float]:
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return samples
 
 
 class RssWatch:
