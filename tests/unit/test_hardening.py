@@ -271,3 +271,20 @@ def test_option_strings_refuse_what_they_cannot_escape(tmp_path: Path) -> None:
     plan = make_plan(load_spec(odd), HOST, KERNEL, hypervisor=Hypervisor.QEMU)
     drives = [a for a in qemu_argv(plan, FILES, PATHS) if "pg.ext4" in a]
     assert drives and "a,,b:c/pg.ext4," in drives[0]  # QEMU's own escape: commas doubled
+
+
+def test_a_dangling_cache_link_is_explained(tmp_path: Path) -> None:
+    """A home whose `cache` links to a directory that is gone (a moved shared cache): one
+    line that says so and how to fix it, not `File exists` (bench.lifecycle met it)."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "cache").symlink_to(tmp_path / "gone")
+    for argv in (["build", str(ROOT / "examples" / "hello")], ["gc"]):
+        result = subprocess.run([sys.executable, "-m", "cove.cli.entry", *argv],
+                                capture_output=True, text=True, check=False,
+                                env={**os.environ, "COVE_HOME": str(home)})
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert f"{home / 'cache'} is a symbolic link to {tmp_path / 'gone'}, which does not " \
+               "exist" in result.stderr
+        assert "mkdir -p" in result.stderr

@@ -164,4 +164,7 @@ def home_cache() -> Path | None:
         return None
     if home_refusal(info, os.geteuid()) or info.st_mode & 0o044:
         return None
+    cache = home / "cache"
+    if cache.is_symlink() and not cache.exists():
+        return None  # a dangling link: the full path says what is wrong (Home.cache)
     return Home(home).cache
