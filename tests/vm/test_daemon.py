@@ -136,6 +136,13 @@ def test_unhealthy_service_is_reported(home: Path, tmp_path: Path) -> None:
 def test_qemu_killed_vm_restarts_per_policy(home: Path, two_vms: tuple[int, int]) -> None:
     pid = ls(home)["hello2"]["pid"]
     os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: ls(home)["hello2"]["state"] != "running" or ls(home)["hello2"]["pid"] != pid,
+             20, "the VM to notice")
+    # an exec while it restarts waits for it (it answered `internal error:
+    # WSServerHandshakeError: 400`), then runs; and `ls` never shows a negative CPU %
+    result = cove("exec", "hello2", "--", "echo", "after the restart")
+    assert result.stdout == "after the restart\n" and "internal error" not in result.stderr
+    assert all((vm["cpu_percent"] or 0) >= 0 for vm in ls(home).values())
 
     def restarted() -> bool:
         vm = ls(home)["hello2"]
