@@ -4,6 +4,7 @@ dependency order with its volume's data; what is not stays down."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,6 +39,29 @@ packages = ["python3"]
 [services.idle]
 command = "sleep 100000"
 '''
+
+
+def power_cut(home: Path) -> bool:
+    """Kill what is left of the home's daemon, VMs and the daemon's own `cove up` children
+    (one still waiting for a VM's health starts a daemon again when its own goes); True
+    once nothing is left."""
+    for pid in [*qemu_pids_for(home), daemon_pid(home), *autostart_children(home)]:
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return not qemu_pids_for(home) and daemon_pid(home) is None
+
+
+def autostart_children(home: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"COVE_HOME={home}".encode() in environ and b"COVE_AUTOSTART=1" in environ:
+            found.append(int(entry.name))
+    return found
 
 
 def test_enabled_stack_comes_back_after_a_reboot(home: Path, tmp_path: Path) -> None:
@@ -78,9 +102,7 @@ def test_enabled_stack_comes_back_after_a_reboot(home: Path, tmp_path: Path) -> 
         service.wait(timeout=20)
     # another reboot, and `cove down --all` is the first command: it starts the daemon,
     # which starts what is enabled; the down waits for that, then stops all of it
-    for pid in qemu_pids_for(home):
-        os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not qemu_pids_for(home) and daemon_pid(home) is None, 20, "all dead")
+    wait_for(lambda: power_cut(home), 30, "all dead")
     try:
         cove("down", "--all")
         running = {name: vm["state"] for name, vm in ls(home).items()

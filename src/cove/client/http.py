@@ -40,7 +40,8 @@ class Client:
     def __init__(self, home: Path | None = None, autostart: bool = True) -> None:
         self.home = home or cove_home()
         self.socket = Home(self.home).socket
-        self.autostart = autostart
+        # the daemon's own `cove up` children never start a daemon: theirs is stopping
+        self.autostart = autostart and not os.environ.get(AUTOSTART_ENV)
 
     # -- plumbing ------------------------------------------------------------------------
     def _open(self, method: str, path: str, body: Any = None,

@@ -366,7 +366,9 @@ async def serve(home: Path) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("coved exiting; VMs keep running")
-    starting.cancel()
+    starting.cancel()  # its `cove up` children go first, while the socket still answers
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await starting
     await runner.cleanup()
 
 
