@@ -92,7 +92,7 @@ def test_real_kernel_header(tmp_path: Path) -> None:
 @given(st.lists(st.text(alphabet="ab\n", max_size=40), max_size=20), st.integers(1, 9))
 def test_line_splitter_keeps_every_character_in_bounded_lines(chunks: list[str],
                                                               limit: int) -> None:
-    from cove.host.journal import LineSplitter
+    from cove.host.lines import LineSplitter
 
     splitter = LineSplitter(limit)
     lines = [line for chunk in chunks for line in splitter.feed("svc", 1, chunk)]
@@ -105,7 +105,7 @@ def test_line_splitter_keeps_every_character_in_bounded_lines(chunks: list[str],
 
 
 def test_a_line_without_end_comes_out_in_pieces() -> None:
-    from cove.host.journal import MAX_LINE, LineSplitter
+    from cove.host.lines import MAX_LINE, LineSplitter
 
     splitter, chunk = LineSplitter(), "x" * 4096
     lines = [line for _ in range(4096) for line in splitter.feed("svc", 1, chunk)]  # 16 MiB

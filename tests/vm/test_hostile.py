@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from cove.host.journal import MAX_LINE
+from cove.host.lines import MAX_LINE
 from tests.vm.conftest import ROOT, cove_argv, daemon_pid, kill_home_processes, write_spec
 
 pytestmark = [pytest.mark.vm]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from cove.cli.table import printable
-from cove.host.journal import LineSplitter
+from cove.host.lines import LineSplitter
 
 
 def progress(text: str) -> None:

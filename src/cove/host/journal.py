@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-MAX_LINE = 16 * 1024  # characters (as Docker's logs); a longer line comes in pieces this long
-
 Entry = dict[str, Any]
 DEFAULT_CAP = 8 * 1024 * 1024  # bytes per file; one rotated file is kept beside it
 
@@ -143,40 +141,6 @@ def last(entries: list[Entry], count: int | None) -> list[Entry]:
         return entries
     return entries[len(entries) - count:] if 0 <= count < len(entries) else \
         (entries if count >= 0 else [])
-
-
-class LineSplitter:
-    """Output arrives in chunks; whole lines come out, per (service, stream). Pieces of an
-    unfinished line are kept in a list and joined once (joining at every chunk made a long
-    line quadratic), and a line longer than `limit` comes out in pieces of that size, so a
-    guest writing without newlines cannot grow a buffer without end."""
-
-    def __init__(self, limit: int = MAX_LINE) -> None:
-        self.limit = limit
-        self.partial: dict[tuple[str, int], tuple[list[str], int]] = {}
-
-    def feed(self, svc: str, fd: int, text: str) -> list[str]:
-        pieces, size = self.partial.pop((svc, fd), ([], 0))
-        lines: list[str] = []
-        *complete, rest = text.split("\n")
-        for segment in complete:
-            pieces.append(segment)
-            lines.extend(self.cut("".join(pieces)))
-            pieces, size = [], 0
-        if rest:
-            pieces.append(rest)
-            size += len(rest)
-        if size >= self.limit:  # a line this long so far: out with its whole pieces
-            joined = "".join(pieces)
-            whole = size - size % self.limit
-            lines.extend(self.cut(joined[:whole]))
-            pieces, size = [joined[whole:]], size - whole
-        if size:
-            self.partial[(svc, fd)] = (pieces, size)
-        return lines
-
-    def cut(self, line: str) -> list[str]:
-        return [line[i:i + self.limit] for i in range(0, max(len(line), 1), self.limit)]
 
 
 def bound_file(path: Path, cap: int) -> bool:

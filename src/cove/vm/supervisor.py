@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cove.errors import CoveError
-from cove.host.journal import Journal, LineSplitter, bound_file
+from cove.host.journal import Journal, bound_file
+from cove.host.lines import LineSplitter
 from cove.host.tasks import background
 from cove.spec.model import Port, Restart
 from cove.spec.overrides import parse_port
